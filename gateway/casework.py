@@ -1,0 +1,290 @@
+"""Doing what was decided, inside the message's transaction: cases, history and queued replies."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from gateway import clock, loops
+from gateway.outbox import Outgoing, enqueue
+from gateway.threads import clean_subject
+
+if TYPE_CHECKING:
+    from gateway.pipeline import Context, Result
+    from gateway.runtime import Runtime
+
+REOPEN_WINDOW = timedelta(days=14)
+
+
+def _store_message(
+    conn: sqlite3.Connection, ctx: Context, key: str, case_id: int | None, disposition: str, reason: str
+) -> int:
+    m = ctx.message
+    cursor = conn.execute(
+        "INSERT INTO messages (message_id, direction, dedupe_key, case_id, disposition, reason, source,"
+        " from_addr, from_name, to_addrs, cc_addrs, subject, body, defects, sha256, created_at)"
+        " VALUES (?, 'in', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            m.message_id or key,
+            key,
+            case_id,
+            disposition,
+            reason,
+            ctx.source,
+            m.from_addr,
+            m.from_name,
+            json.dumps(m.to),
+            json.dumps(m.cc),
+            m.subject,
+            m.body,
+            json.dumps(m.defects),
+            m.sha256,
+            clock.iso(),
+        ),
+    )
+    if case_id is not None and m.message_id:
+        conn.execute(
+            "INSERT OR IGNORE INTO message_refs (message_id, case_id) VALUES (?, ?)", (m.message_id, case_id)
+        )
+    return int(cursor.lastrowid or 0)
+
+
+def record(
+    conn: sqlite3.Connection,
+    case_id: int | None,
+    actor: str,
+    action: str,
+    detail: str = "",
+    reason: str = "",
+    message: int | None = None,
+) -> None:
+    """One line of a case's history: who did what, and why."""
+    conn.execute(
+        "INSERT INTO events (case_id, message, at, actor, action, detail, reason)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (case_id, message, clock.iso(), actor, action, detail, reason),
+    )
+
+
+def language_for(runtime: Runtime, ctx: Context) -> str:
+    org = ctx.sender.organization
+    return org.language if org else runtime.config.service.language
+
+
+def act(runtime: Runtime, conn: sqlite3.Connection, ctx: Context, key: str) -> Result:
+    from gateway.pipeline import Result
+
+    decision, sender, thread = ctx.decision, ctx.sender, ctx.thread
+    rules_why = "; ".join(f"{name}: {why}" for name, why in decision.fired) or "no rule fired"
+    if ctx.automated is not None:
+        row = _store_message(conn, ctx, key, thread.case_id, "automated", ctx.automated)
+        if loops.is_bounce(ctx.message):
+            _mark_bounced(conn, ctx, row)
+        elif thread.case_id is not None:
+            record(
+                conn,
+                thread.case_id,
+                sender.address,
+                "automated-reply-stored",
+                ctx.message.subject,
+                ctx.automated,
+                row,
+            )
+        return Result("ignored", ctx.automated, thread.case_id, ctx.message.message_id)
+    if decision.hold is not None:
+        _store_message(conn, ctx, key, None, "held", f"{decision.hold} ({rules_why})")
+        return Result("held", decision.hold, None, ctx.message.message_id)
+    if decision.refuse is not None:
+        _store_message(conn, ctx, key, None, "refused", f"{decision.refuse} ({rules_why})")
+        sent = _reply(runtime, conn, ctx, None, decision.refuse, _context(runtime, ctx, None))
+        return Result("refused", decision.refuse, None, ctx.message.message_id, sent)
+    if thread.case_id is not None:
+        return _append(runtime, conn, ctx, key, rules_why)
+    return _open(runtime, conn, ctx, key, rules_why)
+
+
+def _open(
+    runtime: Runtime,
+    conn: sqlite3.Connection,
+    ctx: Context,
+    key: str,
+    rules_why: str,
+    linked: int | None = None,
+) -> Result:
+    from gateway.pipeline import Result
+
+    d, sender, now = ctx.decision, ctx.sender, clock.iso()
+    org = sender.organization.id if sender.organization else None
+    subject = clean_subject(ctx.message.subject, runtime.config.service.case_prefix)
+    cursor = conn.execute(
+        "INSERT INTO cases (subject, status, category, priority, queue, organization, requester,"
+        " requester_name, language, linked_case, created_at, updated_at)"
+        " VALUES (?, 'new', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            subject,
+            d.category,
+            d.priority,
+            d.queue,
+            org,
+            sender.address,
+            sender.name,
+            language_for(runtime, ctx),
+            linked,
+            now,
+            now,
+        ),
+    )
+    case_id = int(cursor.lastrowid or 0)
+    row = _store_message(conn, ctx, key, case_id, "case", "opened the case")
+    record(
+        conn,
+        case_id,
+        sender.address,
+        "opened",
+        f"category={d.category} priority={d.priority} queue={d.queue}",
+        rules_why,
+        row,
+    )
+    record(conn, case_id, "gateway", "threaded", "new case", ctx.thread.reason, row)
+    for name, why in d.fired:
+        record(conn, case_id, "rules", "rule-fired", name, why, row)
+    if linked is not None:
+        record(conn, linked, "gateway", "follow-up-case", f"case {case_id}", "reply to a closed case")
+    case = _case(conn, case_id)
+    sent = [
+        m
+        for event in d.replies
+        for m in _reply(runtime, conn, ctx, case_id, event, _context(runtime, ctx, case))
+    ]
+    for target in d.notify:
+        _notify(runtime, conn, ctx, case, target)
+    return Result("opened", rules_why, case_id, ctx.message.message_id, sent)
+
+
+def _append(runtime: Runtime, conn: sqlite3.Connection, ctx: Context, key: str, rules_why: str) -> Result:
+    from gateway.pipeline import Result
+
+    case_id = ctx.thread.case_id
+    assert case_id is not None
+    case = _case(conn, case_id)
+    if case["status"] == "closed" and _closed_long_ago(case):
+        return _open(runtime, conn, ctx, key, rules_why, linked=case_id)
+    row = _store_message(conn, ctx, key, case_id, "case", ctx.thread.reason)
+    record(conn, case_id, ctx.sender.address, "message-added", ctx.message.subject, ctx.thread.reason, row)
+    updates = {"updated_at": clock.iso()}
+    if case["status"] in ("resolved", "closed", "pending") and ctx.sender.kind != "agent":
+        updates["status"] = "open"
+        record(
+            conn, case_id, "gateway", "reopened", f"{case['status']} -> open", "the customer wrote again", row
+        )
+    sets = ", ".join(f"{k} = ?" for k in updates)
+    conn.execute(f"UPDATE cases SET {sets} WHERE id = ?", (*updates.values(), case_id))
+    return Result("appended", ctx.thread.reason, case_id, ctx.message.message_id)
+
+
+def _closed_long_ago(case: dict[str, Any]) -> bool:
+    closed = case.get("closed_at")
+    return isinstance(closed, str) and clock.now() - clock.parse_iso(closed) > REOPEN_WINDOW
+
+
+def _case(conn: sqlite3.Connection, case_id: int) -> dict[str, Any]:
+    cursor = conn.execute("SELECT * FROM cases WHERE id = ?", (case_id,))
+    names = [d[0] for d in cursor.description]
+    return dict(zip(names, cursor.fetchone(), strict=True))
+
+
+def _context(runtime: Runtime, ctx: Context, case: dict[str, Any] | None) -> dict[str, Any]:
+    service = runtime.config.service
+    org = ctx.sender.organization
+    return {
+        "service": service,
+        "case": case,
+        "tag": f"{service.case_prefix}#{case['id']}" if case else "",
+        "sender": ctx.sender,
+        "organization": org,
+        "local_support": org.contacts_with("local-support") if org else [],
+        "technical": org.contacts_with("technical") if org else [],
+        "subject": ctx.message.subject,
+        "now": clock.now(),
+    }
+
+
+def _reply(
+    runtime: Runtime,
+    conn: sqlite3.Connection,
+    ctx: Context,
+    case_id: int | None,
+    event: str,
+    context: dict[str, Any],
+) -> list[str]:
+    """Queue an automatic answer to the sender, unless the hourly brake says we have said enough."""
+    to = ctx.sender.address
+    if not to:
+        return []
+    hour_ago = clock.iso(clock.now() - timedelta(hours=1))
+    (count,) = conn.execute(
+        "SELECT count(*) FROM auto_replies WHERE recipient = ? AND at > ?", (to, hour_ago)
+    ).fetchone()
+    if count >= runtime.config.service.receipt_limit_per_hour:
+        record(
+            conn,
+            case_id,
+            "gateway",
+            "reply-suppressed",
+            event,
+            f"{to} already had {count} automatic replies in the last hour",
+        )
+        return []
+    rendered = runtime.templates.render(language_for(runtime, ctx), "customer", event, context)
+    refs = [*ctx.message.references, ctx.message.message_id] if ctx.message.message_id else []
+    mail = Outgoing(
+        kind=event,
+        to=[to],
+        subject=rendered.subject,
+        body=rendered.body,
+        in_reply_to=ctx.message.message_id,
+        references=refs,
+        auto_submitted="auto-replied",
+    )
+    message_id = enqueue(conn, runtime.config, mail, case_id)
+    conn.execute("INSERT INTO auto_replies (recipient, at) VALUES (?, ?)", (to, clock.iso()))
+    record(conn, case_id, "gateway", "reply-queued", event, f"to {to} as {message_id}")
+    return [message_id]
+
+
+def _notify(
+    runtime: Runtime, conn: sqlite3.Connection, ctx: Context, case: dict[str, Any], target: str
+) -> None:
+    """Alert staff (e.g. the on-call address) about a case; a name maps to a configured address."""
+    service = runtime.config.service
+    address = {"on-call": service.on_call_address, "second-line": service.second_line_address}.get(
+        target, target
+    )
+    if not address:
+        record(conn, case["id"], "gateway", "notify-skipped", target, "no address configured")
+        return
+    context = _context(runtime, ctx, case) | {"body": ctx.message.body}
+    rendered = runtime.templates.render(service.language, "staff", "alert", context)
+    mail = Outgoing(
+        kind="alert",
+        to=[address],
+        subject=rendered.subject,
+        body=rendered.body,
+        auto_submitted="auto-generated",
+    )
+    message_id = enqueue(conn, runtime.config, mail, case["id"])
+    record(conn, case["id"], "gateway", "notified", address, f"alert {message_id}")
+
+
+def _mark_bounced(conn: sqlite3.Connection, ctx: Context, row: int) -> None:
+    for mid in loops.bounced_message_ids(ctx.message):
+        found = conn.execute("SELECT id, case_id FROM outbox WHERE message_id = ?", (mid,)).fetchone()
+        if found is None:
+            continue
+        conn.execute(
+            "UPDATE outbox SET status = 'failed', last_error = ? WHERE id = ?",
+            (f"bounced: {ctx.message.subject}"[:300], found[0]),
+        )
+        record(conn, found[1], "gateway", "delivery-failed", mid, "a delivery status report came back", row)

@@ -1,0 +1,229 @@
+"""The gateway's TOML configuration: one file, validated up front, errors name the key."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from gateway.addresses import AddressError, normalise_address
+
+DEFAULT_PATH = "gateway.toml"
+LANGUAGES = ("nb", "en")
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded as one line that names the offending key."""
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    address: str = "kontakt@service.example"
+    name: str = "Servicesenteret"
+    case_prefix: str = "SSC"
+    language: str = "nb"
+    timezone: str = "Europe/Oslo"
+    phone: str = ""
+    # Receipts per sender per hour before we stop answering (loop brake).
+    receipt_limit_per_hour: int = 5
+    on_call_address: str = ""
+    second_line_address: str = ""
+    supplier_shop_url: str = ""
+    secret: str = ""
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2]
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    path: Path = Path("var")
+
+    @property
+    def database(self) -> Path:
+        return self.path / "gateway.db"
+
+    @property
+    def outgoing(self) -> Path:
+        return self.path / "outgoing"
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str = "127.0.0.1"
+    port: int = 2525
+    max_message_size: int = 26214400
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    host: str = "127.0.0.1"
+    port: int = 25
+    timeout: float = 30.0
+    # Backoff for a relay that is down or answers 4xx: first delay, doubling, capped.
+    retry_initial_seconds: float = 60.0
+    retry_max_seconds: float = 3600.0
+    max_attempts: int = 20
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    file: Path = Path("data/contacts.toml")
+
+
+@dataclass(frozen=True)
+class ImapConfig:
+    host: str = "127.0.0.1"
+    port: int = 993
+    ssl: str = "implicit"  # implicit | starttls | none
+    username: str = ""
+    password: str = ""
+    password_file: str = ""
+    folder: str = "INBOX"
+    processed_folder: str = "Processed"
+    failed_folder: str = "Failed"
+    poll_seconds: float = 60.0
+    idle: bool = True
+    timeout: float = 60.0
+    batch_size: int = 200
+
+    def secret(self) -> str:
+        if self.password_file:
+            return Path(self.password_file).read_text(encoding="utf-8").strip()
+        return self.password
+
+
+@dataclass(frozen=True)
+class Config:
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    relay: RelayConfig | None = None
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    imap: ImapConfig | None = None
+    rules_dir: Path = Path("rules")
+    templates_dir: Path = Path("templates")
+    source: Path | None = None
+
+
+def _section(data: dict[str, Any], name: str) -> dict[str, Any]:
+    value = data.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    return value
+
+
+def _build(cls: type[Any], section: str, values: dict[str, Any]) -> Any:
+    """Instantiate a section dataclass, checking every key's name and type."""
+    defaults = cls()
+    known = {f for f in defaults.__dataclass_fields__}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"{section}.{key}: unknown key")
+        expected = getattr(defaults, key)
+        if isinstance(expected, Path):
+            if not isinstance(value, str):
+                raise ConfigError(f"{section}.{key}: expected a path string, got {value!r}")
+            value = Path(value)
+        elif isinstance(expected, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{section}.{key}: expected true or false, got {value!r}")
+        elif isinstance(expected, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{section}.{key}: expected a number, got {value!r}")
+            value = float(value)
+        elif isinstance(expected, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{section}.{key}: expected an integer, got {value!r}")
+        elif isinstance(expected, str) and not isinstance(value, str):
+            raise ConfigError(f"{section}.{key}: expected a string, got {value!r}")
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _check_service(service: ServiceConfig) -> None:
+    for key in ("address", "on_call_address", "second_line_address"):
+        value = getattr(service, key)
+        if key != "address" and not value:
+            continue
+        try:
+            normalise_address(value)
+        except AddressError as exc:
+            raise ConfigError(f"service.{key}: {exc}") from None
+    if service.language not in LANGUAGES:
+        raise ConfigError(f"service.language: must be one of {', '.join(LANGUAGES)}")
+    if not service.case_prefix.isalnum():
+        raise ConfigError("service.case_prefix: letters and digits only")
+    try:
+        ZoneInfo(service.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"service.timezone: unknown time zone {service.timezone!r}") from None
+    if service.receipt_limit_per_hour < 1:
+        raise ConfigError("service.receipt_limit_per_hour: must be at least 1")
+
+
+def _check_ports(smtp: SmtpConfig, relay: RelayConfig | None) -> None:
+    for section, port in (("smtp", smtp.port), ("relay", relay.port if relay else 1)):
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"{section}.port: {port} is not a TCP port")
+    if smtp.max_message_size < 1024:
+        raise ConfigError("smtp.max_message_size: must be at least 1024 bytes")
+
+
+def parse_config(data: dict[str, Any], base: Path, source: Path | None = None) -> Config:
+    """Turn TOML data into a Config; relative paths are taken from `base`."""
+    known = {"service", "storage", "smtp", "relay", "registry", "imap", "paths"}
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{key}: unknown section")
+    service = _build(ServiceConfig, "service", _section(data, "service"))
+    storage = _build(StorageConfig, "storage", _section(data, "storage"))
+    smtp = _build(SmtpConfig, "smtp", _section(data, "smtp"))
+    relay = _build(RelayConfig, "relay", _section(data, "relay")) if "relay" in data else None
+    registry = _build(RegistryConfig, "registry", _section(data, "registry"))
+    imap = _build(ImapConfig, "imap", _section(data, "imap")) if "imap" in data else None
+    if imap is not None and imap.ssl not in ("implicit", "starttls", "none"):
+        raise ConfigError("imap.ssl: must be implicit, starttls or none")
+    paths = _section(data, "paths")
+    for key in paths:
+        if key not in ("rules", "templates"):
+            raise ConfigError(f"paths.{key}: unknown key")
+    _check_service(service)
+    _check_ports(smtp, relay)
+
+    def rooted(p: Path) -> Path:
+        return p if p.is_absolute() else base / p
+
+    return Config(
+        service=service,
+        storage=StorageConfig(path=rooted(storage.path)),
+        smtp=smtp,
+        relay=relay,
+        registry=RegistryConfig(file=rooted(registry.file)),
+        imap=imap,
+        rules_dir=rooted(Path(paths.get("rules", "rules"))),
+        templates_dir=rooted(Path(paths.get("templates", "templates"))),
+        source=source,
+    )
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read the config named on the command line, in GATEWAY_CONFIG, or ./gateway.toml."""
+    chosen = Path(path or os.environ.get("GATEWAY_CONFIG") or DEFAULT_PATH)
+    try:
+        text = chosen.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{chosen}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{chosen}: cannot read ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{chosen}: not valid TOML ({exc})") from None
+    # Paths in the file are relative to the file, so a unit or cron line can run from anywhere.
+    return parse_config(data, chosen.resolve().parent, source=chosen)

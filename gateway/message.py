@@ -1,0 +1,172 @@
+"""Parsing: raw bytes to an InboundMessage, tolerant of broken mail, defects recorded not fatal."""
+
+from __future__ import annotations
+
+import email
+import hashlib
+import html
+import re
+from dataclasses import dataclass, field
+from email.header import decode_header, make_header
+from email.message import Message
+from email.policy import compat32
+from typing import Any
+
+import mailparser
+
+from gateway.addresses import parse_mailboxes
+
+_MSGID = re.compile(r"<[^<>\s]+>")
+_CTRL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]+")
+_TAGS = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.S | re.I)
+# Charsets Norwegian mail arrives in when the label is missing or wrong, best guess first.
+_FALLBACK_CHARSETS = ("utf-8", "cp1252", "iso-8859-15", "iso-8859-1")
+
+
+@dataclass
+class InboundMessage:
+    """What the pipeline knows about one received message; raw bytes kept exactly."""
+
+    raw: bytes
+    sha256: str
+    message_id: str
+    from_addr: str
+    from_name: str
+    from_count: int
+    to: list[str]
+    cc: list[str]
+    subject: str
+    body: str
+    in_reply_to: list[str]
+    references: list[str]
+    attachments: list[str]
+    headers: dict[str, list[str]]
+    content_type: str
+    defects: list[str] = field(default_factory=list)
+    envelope_from: str | None = None
+    report: Message | None = None
+
+    def header(self, name: str) -> str:
+        values = self.headers.get(name.lower())
+        return values[0] if values else ""
+
+    @property
+    def thread_ids(self) -> list[str]:
+        """Message-IDs this mail answers, nearest first."""
+        seen: list[str] = []
+        for mid in [*self.in_reply_to, *reversed(self.references)]:
+            if mid not in seen:
+                seen.append(mid)
+        return seen
+
+
+def decode_text(value: str | bytes | None) -> str:
+    """Decode an RFC 2047 header value to one clean line, whatever charset it claims."""
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        value = _bytes_to_text(value)
+    try:
+        text = str(make_header(decode_header(value)))
+    except (UnicodeError, LookupError, ValueError, AssertionError, email.errors.HeaderParseError):
+        text = value
+    # Folded or injected CR/LF never survive into a value we may reuse in a header.
+    return _CTRL.sub(" ", text).strip()
+
+
+def _bytes_to_text(data: bytes) -> str:
+    for charset in _FALLBACK_CHARSETS:
+        try:
+            return data.decode(charset)
+        except UnicodeDecodeError:
+            continue
+    return data.decode("latin-1")
+
+
+def _header_map(msg: Message) -> dict[str, list[str]]:
+    headers: dict[str, list[str]] = {}
+    for name, value in msg.items():
+        text = value if isinstance(value, str) else str(value)
+        # Raw 8-bit header bytes arrive as surrogate escapes under compat32.
+        if any("\udc80" <= ch <= "\udcff" for ch in text):
+            text = _bytes_to_text(text.encode("utf-8", "surrogateescape"))
+        headers.setdefault(name.lower(), []).append(text)
+    return headers
+
+
+def _message_ids(values: list[str]) -> list[str]:
+    found: list[str] = []
+    for value in values:
+        for mid in _MSGID.findall(value):
+            if mid not in found:
+                found.append(mid)
+    return found
+
+
+def html_to_text(markup: str) -> str:
+    text = re.sub(r"<br\s*/?>|</p>|</div>|</tr>", "\n", markup, flags=re.I)
+    text = html.unescape(_TAGS.sub("", text))
+    return re.sub(r"\n\s*\n\s*\n+", "\n\n", text).strip()
+
+
+def _body(parsed: Any, defects: list[str]) -> str:
+    try:
+        plain = "\n".join(parsed.text_plain).strip()
+        if plain:
+            return plain
+        markup = "\n".join(parsed.text_html)
+        return html_to_text(markup) if markup else ""
+    except Exception as exc:  # mail-parser is tolerant, but we never let a body stop a case
+        defects.append(f"body: {type(exc).__name__}: {exc}")
+        return ""
+
+
+def _attachment_names(parsed: Any) -> list[str]:
+    names: list[str] = []
+    for item in parsed.attachments:
+        name = decode_text(item.get("filename") or "")
+        names.append(name or "(unnamed)")
+    return names
+
+
+def _defects(parsed: Any, msg: Message) -> list[str]:
+    found = [type(d).__name__ for d in msg.defects]
+    for part in msg.walk():
+        if part is not msg:
+            found.extend(type(d).__name__ for d in part.defects)
+    found.extend(sorted(parsed.defects_categories))
+    return sorted(set(found))
+
+
+def parse(raw: bytes, envelope_from: str | None = None) -> InboundMessage:
+    """Parse a raw message; anything that does not stop us is noted as a defect instead."""
+    msg = email.message_from_bytes(raw, policy=compat32)
+    parsed = mailparser.MailParser(msg)
+    headers = _header_map(msg)
+    defects = _defects(parsed, msg)
+    from_values = headers.get("from", [])
+    senders = parse_mailboxes([decode_text(v) for v in from_values])
+    if len(from_values) != 1:
+        defects.append(f"from-headers: {len(from_values)}")
+    message_id = next(iter(_message_ids(headers.get("message-id", []))), "")
+    report = msg if msg.get_content_type() == "multipart/report" else None
+    return InboundMessage(
+        raw=raw,
+        sha256=hashlib.sha256(raw).hexdigest(),
+        message_id=message_id,
+        from_addr=senders[0][1] if senders else "",
+        from_name=decode_text(senders[0][0]) if senders else "",
+        from_count=len(senders),
+        to=[a for _, a in parse_mailboxes([decode_text(v) for v in headers.get("to", [])])],
+        cc=[a for _, a in parse_mailboxes([decode_text(v) for v in headers.get("cc", [])])],
+        subject=decode_text(headers.get("subject", [""])[0]),
+        body=_body(parsed, defects),
+        in_reply_to=_message_ids(headers.get("in-reply-to", [])),
+        references=_message_ids(headers.get("references", [])),
+        attachments=_attachment_names(parsed),
+        headers=headers,
+        content_type=msg.get_content_type(),
+        defects=defects,
+        envelope_from=envelope_from,
+        report=report,
+    )

@@ -1,0 +1,244 @@
+"""The outbox: mail we send is queued in the case's transaction, then delivered with retries."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import smtplib
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import timedelta
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, formataddr
+from typing import Any
+
+from gateway import clock
+from gateway.config import Config
+from gateway.loops import LOOP_HEADER
+from gateway.store import StorageUnavailable, Store
+
+log = logging.getLogger("gateway.outbox")
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One mail to send; every header we emit is decided here, never in a template."""
+
+    kind: str
+    to: list[str]
+    subject: str
+    body: str
+    cc: list[str] = field(default_factory=list)
+    in_reply_to: str = ""
+    references: list[str] = field(default_factory=list)
+    auto_submitted: str = ""
+    reply_to: str = ""
+    from_name: str = ""
+    attachments: list[tuple[str, str, bytes]] = field(default_factory=list)  # name, mime, data
+
+
+def compose(config: Config, mail: Outgoing) -> tuple[str, bytes]:
+    """Build the bytes of an outgoing mail; returns (Message-ID, raw)."""
+    service = config.service
+    message_id = clock.new_message_id(service.domain)
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = formataddr((mail.from_name or service.name, service.address))
+    msg["To"] = ", ".join(mail.to)
+    if mail.cc:
+        msg["Cc"] = ", ".join(mail.cc)
+    # Subjects can carry text from the customer: never let it fold into a new header.
+    msg["Subject"] = " ".join(mail.subject.split())
+    msg["Date"] = format_datetime(clock.now())
+    msg["Message-ID"] = message_id
+    if mail.in_reply_to:
+        msg["In-Reply-To"] = mail.in_reply_to
+    if mail.references:
+        msg["References"] = " ".join(mail.references[-20:])
+    if mail.reply_to:
+        msg["Reply-To"] = mail.reply_to
+    if mail.auto_submitted:
+        msg["Auto-Submitted"] = mail.auto_submitted
+    msg[LOOP_HEADER] = service.address
+    msg.set_content(mail.body, charset="utf-8")
+    for name, mime, data in mail.attachments:
+        maintype, _, subtype = mime.partition("/")
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+    return message_id, msg.as_bytes()
+
+
+def enqueue(conn: sqlite3.Connection, config: Config, mail: Outgoing, case_id: int | None) -> str:
+    """Queue a mail inside the caller's transaction; its Message-ID joins the case's thread."""
+    message_id, raw = compose(config, mail)
+    now = clock.iso()
+    recipients = sorted(set(mail.to + mail.cc))
+    conn.execute(
+        "INSERT INTO outbox (message_id, case_id, kind, mail_from, recipients, raw, status,"
+        " next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+        (message_id, case_id, mail.kind, config.service.address, json.dumps(recipients), raw, now, now),
+    )
+    if case_id is not None:
+        conn.execute(
+            "INSERT OR IGNORE INTO message_refs (message_id, case_id) VALUES (?, ?)",
+            (message_id, case_id),
+        )
+    return message_id
+
+
+@dataclass
+class FlushReport:
+    sent: int = 0
+    deferred: int = 0
+    failed: int = 0
+
+    def __str__(self) -> str:
+        return f"sent {self.sent}, deferred {self.deferred}, failed {self.failed}"
+
+
+class _Temporary(Exception):
+    pass
+
+
+class _Permanent(Exception):
+    pass
+
+
+class Deliverer:
+    """Takes due outbox rows to the relay (or to .eml files when there is no relay)."""
+
+    def __init__(self, config: Config, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self._smtp: smtplib.SMTP | None = None
+
+    def due(self, limit: int = 200) -> list[dict[str, Any]]:
+        return self.store.query(
+            "SELECT id, message_id, kind, mail_from, recipients, raw, attempts FROM outbox"
+            " WHERE status = 'queued' AND next_attempt_at <= ? ORDER BY id LIMIT ?",
+            (clock.iso(), limit),
+        )
+
+    def flush(self) -> FlushReport:
+        """Deliver everything due now; a relay that is down defers, it never drops."""
+        report = FlushReport()
+        try:
+            while True:
+                rows = self.due()
+                if not rows:
+                    break
+                for row in rows:
+                    self._attempt(row, report)
+                if report.deferred and not report.sent:
+                    break
+        finally:
+            self._close()
+        return report
+
+    def _attempt(self, row: dict[str, Any], report: FlushReport) -> None:
+        raw = bytes(row["raw"])
+        recipients = json.loads(str(row["recipients"]))
+        try:
+            self._send(str(row["mail_from"]), recipients, raw, str(row["message_id"]))
+        except _Permanent as exc:
+            self._mark(row, "failed", str(exc))
+            report.failed += 1
+            log.warning("outbox %s %s failed: %s", row["id"], row["message_id"], exc)
+        except _Temporary as exc:
+            self._defer(row, str(exc))
+            report.deferred += 1
+            log.info("outbox %s %s deferred: %s", row["id"], row["message_id"], exc)
+        else:
+            self._mark(row, "sent", "")
+            report.sent += 1
+
+    def _send(self, mail_from: str, recipients: list[str], raw: bytes, message_id: str) -> None:
+        relay = self.config.relay
+        if relay is None:
+            self._write_file(raw, message_id)
+            return
+        try:
+            if self._smtp is None:
+                self._smtp = smtplib.SMTP(relay.host, relay.port, timeout=relay.timeout)
+            refused = self._smtp.sendmail(mail_from, recipients, raw)
+        except smtplib.SMTPRecipientsRefused as exc:
+            self._classify(exc.recipients)
+            return
+        except smtplib.SMTPResponseException as exc:
+            self._close()
+            error = exc.smtp_error
+            reason = (
+                f"{exc.smtp_code} {error.decode(errors='replace') if isinstance(error, bytes) else error}"
+            )
+            if 400 <= exc.smtp_code < 500:
+                raise _Temporary(reason) from None
+            raise _Permanent(reason) from None
+        except (OSError, smtplib.SMTPException) as exc:
+            self._close()
+            raise _Temporary(f"relay unavailable: {exc}") from None
+        if refused:
+            # Some recipients took it; the refused ones are recorded, the mail counts as sent.
+            log.warning("outbox %s partly refused: %s", message_id, refused)
+
+    @staticmethod
+    def _classify(refused: dict[str, tuple[int, bytes]]) -> None:
+        codes = [code for code, _ in refused.values()]
+        reason = "; ".join(
+            f"{rcpt}: {code} {msg.decode(errors='replace')}" for rcpt, (code, msg) in refused.items()
+        )
+        if all(500 <= c < 600 for c in codes):
+            raise _Permanent(reason)
+        raise _Temporary(reason)
+
+    def _write_file(self, raw: bytes, message_id: str) -> None:
+        folder = self.config.storage.outgoing
+        folder.mkdir(parents=True, exist_ok=True)
+        name = message_id.strip("<>").replace("/", "_") + ".eml"
+        tmp = folder / f".{name}.tmp"
+        with open(tmp, "wb") as handle:
+            handle.write(raw)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, folder / name)
+
+    def _close(self) -> None:
+        if self._smtp is not None:
+            with contextlib.suppress(OSError, smtplib.SMTPException):
+                self._smtp.quit()
+            self._smtp = None
+
+    def _mark(self, row: dict[str, Any], status: str, error: str) -> None:
+        with self.store.write() as conn:
+            conn.execute(
+                "UPDATE outbox SET status = ?, attempts = attempts + 1, last_error = ?,"
+                " sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE id = ?",
+                (status, error, status, clock.iso(), row["id"]),
+            )
+
+    def _defer(self, row: dict[str, Any], error: str) -> None:
+        relay = self.config.relay
+        attempts = int(row["attempts"]) + 1
+        if relay is not None and attempts >= relay.max_attempts:
+            self._mark(row, "failed", f"gave up after {attempts} attempts: {error}")
+            return
+        initial = relay.retry_initial_seconds if relay else 60.0
+        ceiling = relay.retry_max_seconds if relay else 3600.0
+        delay = min(initial * (2 ** (attempts - 1)), ceiling)
+        with self.store.write() as conn:
+            conn.execute(
+                "UPDATE outbox SET attempts = ?, last_error = ?, next_attempt_at = ? WHERE id = ?",
+                (attempts, error, clock.iso(clock.now() + timedelta(seconds=delay)), row["id"]),
+            )
+
+
+def retry_now(store: Store) -> int:
+    """Make every deferred mail due at once (an operator's `outbox flush --now`)."""
+    try:
+        with store.write() as conn:
+            cursor = conn.execute(
+                "UPDATE outbox SET next_attempt_at = ? WHERE status = 'queued'", (clock.iso(),)
+            )
+            return cursor.rowcount
+    except StorageUnavailable:
+        return 0

@@ -1,0 +1,53 @@
+"""Everything a running gateway holds once: config, store, registry, rules, templates, calendar."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime
+from functools import cached_property
+
+from gateway.config import Config
+from gateway.registry import Registry, RegistryError, RegistryFile
+from gateway.rules import Rule, load_rules
+from gateway.store import Store
+from gateway.templates import Templates
+
+log = logging.getLogger("gateway")
+
+
+class Runtime:
+    def __init__(self, config: Config, store: Store | None = None) -> None:
+        self.config = config
+        self.store = store or Store(config.storage.database)
+        self.templates = Templates(config.templates_dir, config.service.timezone)
+        self._registry_file = RegistryFile(config.registry.file)
+        self._last_registry: Registry | None = None
+        self._rules = load_rules(config.rules_dir, self.templates.events("customer"))
+        # One lock serialises processing so a shared connection never interleaves transactions.
+        self.lock = threading.RLock()
+
+    def registry(self) -> Registry:
+        """The current registry; a broken edit on disk keeps the last good one in service."""
+        try:
+            self._last_registry = self._registry_file.current()
+        except RegistryError as exc:
+            if self._last_registry is None:
+                raise
+            log.error("registry not reloaded, keeping the previous one: %s", exc)
+        return self._last_registry
+
+    def rules(self) -> list[Rule]:
+        return self._rules
+
+    @cached_property
+    def calendar(self):  # type: ignore[no-untyped-def]
+        from gateway.workdays import WorkingCalendar
+
+        return WorkingCalendar(timezone=self.config.service.timezone)
+
+    def is_open(self, moment: datetime) -> bool:
+        return bool(self.calendar.is_open(moment))
+
+    def close(self) -> None:
+        self.store.close()

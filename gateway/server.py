@@ -1,0 +1,96 @@
+"""`gateway serve`: the SMTP listener and the outbox sender, side by side, until SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+from gateway.config import Config
+from gateway.outbox import Deliverer
+from gateway.pipeline import Result
+from gateway.runtime import Runtime
+from gateway.smtp import Listener
+from gateway.store import StorageUnavailable, Store
+
+log = logging.getLogger("gateway.server")
+
+
+class OutboxWorker(threading.Thread):
+    """Delivers the outbox whenever new mail is queued, and retries deferred mail when due."""
+
+    def __init__(self, config: Config, idle_seconds: float = 5.0) -> None:
+        super().__init__(name="outbox", daemon=True)
+        self.config = config
+        self.idle_seconds = idle_seconds
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        # Its own connection: the sender never waits on the intake's transaction lock.
+        store = Store(self.config.storage.database)
+        deliverer = Deliverer(self.config, store)
+        try:
+            while not self.stopping.is_set():
+                self.wake.clear()
+                try:
+                    report = deliverer.flush()
+                    if report.sent or report.failed:
+                        log.info("outbox %s", report)
+                except StorageUnavailable as exc:
+                    log.error("outbox paused, store unavailable: %s", exc)
+                self.wake.wait(self.idle_seconds)
+        finally:
+            store.close()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+        self.join(timeout=60)
+
+
+class Server:
+    """Everything `gateway serve` runs; stop() is the graceful path SIGTERM takes."""
+
+    def __init__(self, config: Config, port: int | None = None) -> None:
+        self.runtime = Runtime(config)
+        self.outbox = OutboxWorker(config)
+        self.listener = Listener(self.runtime, on_stored=self._stored, port=port)
+        self.stopped = threading.Event()
+        self.fetcher: threading.Thread | None = None
+
+    def _stored(self, result: Result) -> None:
+        if result.replies:
+            self.outbox.wake.set()
+
+    def start(self) -> None:
+        self.outbox.start()
+        self.listener.start()
+        if self.runtime.config.imap is not None:
+            from gateway.imap import FetchWorker
+
+            self.fetcher = FetchWorker(self.runtime.config, on_stored=self._stored, stop=self.stopped)
+            self.fetcher.start()
+        host, port = self.listener.address
+        log.info("listening on %s:%s for %s", host, port, self.runtime.config.service.address)
+
+    def stop(self) -> None:
+        log.info("stopping: no new mail, finishing what is in flight")
+        self.stopped.set()
+        self.listener.stop()
+        if self.fetcher is not None:
+            self.fetcher.join(timeout=60)
+        self.outbox.stop()
+        self.runtime.close()
+
+    def run_until_signalled(self) -> None:
+        def _handle(signum: int, frame: FrameType | None) -> None:
+            self.stopped.set()
+
+        signal.signal(signal.SIGTERM, _handle)
+        signal.signal(signal.SIGINT, _handle)
+        self.start()
+        print(f"gateway listening on {self.listener.address[0]}:{self.listener.address[1]}", flush=True)
+        self.stopped.wait()
+        self.stop()
