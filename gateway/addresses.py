@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from email.utils import getaddresses
 
-_LOCAL_OK = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]+$")
+# RFC 5322 atext plus any non-ASCII letter (SMTPUTF8 mailboxes such as "ås@bø.example").
+_LOCAL_OK = re.compile(r"^[^\s@\"(),:;<>\[\]\\\x00-\x1f\x7f]+$")
 
 
 class AddressError(ValueError):

@@ -13,7 +13,7 @@ from typing import Any
 from gateway.config import Config, ConfigError, load_config
 from gateway.registry import RegistryError, load_registry
 from gateway.rules import RuleError
-from gateway.store import StorageUnavailable, Store
+from gateway.store import StorageUnavailable
 
 # Exit codes from sysexits.h, which MTAs understand for pipe delivery.
 EX_OK = 0
@@ -98,7 +98,7 @@ def cmd_contacts_check(config: Config, args: argparse.Namespace) -> int:
 def cmd_cases_list(config: Config, args: argparse.Namespace) -> int:
     from gateway.queries import list_cases
 
-    rows = list_cases(Store(config.storage.database), args.status, args.limit)
+    rows = list_cases(config.storage.open(), args.status, args.limit)
     if args.json:
         _print_json(rows)
         return EX_OK
@@ -114,7 +114,7 @@ def cmd_cases_list(config: Config, args: argparse.Namespace) -> int:
 def cmd_cases_show(config: Config, args: argparse.Namespace) -> int:
     from gateway.queries import show_case
 
-    case = show_case(Store(config.storage.database), args.id)
+    case = show_case(config.storage.open(), args.id)
     if case is None:
         print(f"no case {args.id}", file=sys.stderr)
         return EX_NOINPUT
@@ -137,7 +137,7 @@ def cmd_cases_show(config: Config, args: argparse.Namespace) -> int:
 def cmd_quarantine_list(config: Config, args: argparse.Namespace) -> int:
     from gateway.queries import list_quarantine
 
-    rows = list_quarantine(Store(config.storage.database))
+    rows = list_quarantine(config.storage.open())
     if args.json:
         _print_json(rows)
         return EX_OK
@@ -166,7 +166,7 @@ def cmd_quarantine_replay(config: Config, args: argparse.Namespace) -> int:
 def cmd_outbox_list(config: Config, args: argparse.Namespace) -> int:
     from gateway.queries import list_outbox
 
-    rows = list_outbox(Store(config.storage.database), args.status)
+    rows = list_outbox(config.storage.open(), args.status)
     if args.json:
         _print_json(rows)
         return EX_OK
@@ -181,7 +181,7 @@ def cmd_outbox_list(config: Config, args: argparse.Namespace) -> int:
 def cmd_outbox_flush(config: Config, args: argparse.Namespace) -> int:
     from gateway.outbox import Deliverer, retry_now
 
-    store = Store(config.storage.database)
+    store = config.storage.open()
     if args.now:
         retry_now(store)
     report = Deliverer(config, store).flush()
@@ -192,7 +192,7 @@ def cmd_outbox_flush(config: Config, args: argparse.Namespace) -> int:
 def cmd_held_list(config: Config, args: argparse.Namespace) -> int:
     from gateway.queries import list_held
 
-    rows = list_held(Store(config.storage.database))
+    rows = list_held(config.storage.open())
     if args.json:
         _print_json(rows)
         return EX_OK

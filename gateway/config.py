@@ -6,10 +6,13 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway.addresses import AddressError, normalise_address
+
+if TYPE_CHECKING:
+    from gateway.store import Store
 
 DEFAULT_PATH = "gateway.toml"
 LANGUAGES = ("nb", "en")
@@ -42,6 +45,13 @@ class ServiceConfig:
 @dataclass(frozen=True)
 class StorageConfig:
     path: Path = Path("var")
+    # How long a write waits for another process's lock before we answer "try later".
+    busy_timeout_ms: int = 10000
+
+    def open(self) -> Store:
+        from gateway.store import Store
+
+        return Store(self.database, self.busy_timeout_ms)
 
     @property
     def database(self) -> Path:
@@ -201,7 +211,7 @@ def parse_config(data: dict[str, Any], base: Path, source: Path | None = None) -
 
     return Config(
         service=service,
-        storage=StorageConfig(path=rooted(storage.path)),
+        storage=StorageConfig(path=rooted(storage.path), busy_timeout_ms=storage.busy_timeout_ms),
         smtp=smtp,
         relay=relay,
         registry=RegistryConfig(file=rooted(registry.file)),

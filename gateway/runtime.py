@@ -19,7 +19,7 @@ log = logging.getLogger("gateway")
 class Runtime:
     def __init__(self, config: Config, store: Store | None = None) -> None:
         self.config = config
-        self.store = store or Store(config.storage.database)
+        self.store = store or config.storage.open()
         self.templates = Templates(config.templates_dir, config.service.timezone)
         self._registry_file = RegistryFile(config.registry.file)
         self._last_registry: Registry | None = None

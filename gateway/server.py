@@ -8,11 +8,11 @@ import threading
 from types import FrameType
 
 from gateway.config import Config
-from gateway.outbox import Deliverer
+from gateway.outbox import Deliverer, retry_now
 from gateway.pipeline import Result
 from gateway.runtime import Runtime
 from gateway.smtp import Listener
-from gateway.store import StorageUnavailable, Store
+from gateway.store import StorageUnavailable
 
 log = logging.getLogger("gateway.server")
 
@@ -29,8 +29,12 @@ class OutboxWorker(threading.Thread):
 
     def run(self) -> None:
         # Its own connection: the sender never waits on the intake's transaction lock.
-        store = Store(self.config.storage.database)
+        store = self.config.storage.open()
         deliverer = Deliverer(self.config, store)
+        # After a restart the relay may be back: give deferred mail one immediate try.
+        waiting = retry_now(store)
+        if waiting:
+            log.info("outbox: %d queued message(s) made due after start", waiting)
         try:
             while not self.stopping.is_set():
                 self.wake.clear()

@@ -6,7 +6,6 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -80,7 +79,8 @@ class Listener:
             decode_data=False,
             server_hostname=runtime.config.service.domain,
             ready_timeout=10.0,
-            server_kwargs=_server_kwargs(),
+            # Generous command timeout for slow clients; aiosmtpd answers 552 itself above the size limit.
+            timeout=300,
         )
 
     def start(self) -> None:
@@ -95,8 +95,3 @@ class Listener:
     @property
     def address(self) -> tuple[str, int]:
         return self.controller.hostname, self.controller.port
-
-
-def _server_kwargs() -> dict[str, Any]:
-    # Generous command timeout for slow clients; aiosmtpd answers 552 itself above the size limit.
-    return {"timeout": 300}

@@ -61,9 +61,7 @@ def dovecot_version() -> str | None:
     if binary is None:
         return None
     try:
-        result = subprocess.run(
-            [binary, "--version"], capture_output=True, text=True, timeout=10, check=True
-        )
+        result = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=True)
     except (OSError, subprocess.SubprocessError):
         return None
     return result.stdout.strip() or None
@@ -98,17 +96,12 @@ def _free_loopback_port() -> int:
         return port
 
 
-def _group_alive(pgid: int) -> bool:
-    """Return True while a non-zombie process of process group `pgid` exists."""
+def _group_members(pgid: int) -> dict[int, str] | None:
+    """Return {pid: command} of live (non-zombie) processes in group `pgid`; None without /proc."""
     proc = Path("/proc")
     if not proc.is_dir():
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return None
+    members: dict[int, str] = {}
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
@@ -116,11 +109,26 @@ def _group_alive(pgid: int) -> bool:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        # Fields after the parenthesised command: state ppid pgrp ...
-        fields = stat.rpartition(")")[2].split()
+        # "pid (command) state ppid pgrp ..."
+        head, _, tail = stat.rpartition(")")
+        fields = tail.split()
         if len(fields) >= 3 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
-    return False
+            members[int(entry.name)] = head.partition("(")[2]
+    return members
+
+
+def _group_alive(pgid: int) -> bool:
+    """Return True while a live process of process group `pgid` exists."""
+    members = _group_members(pgid)
+    if members is not None:
+        return bool(members)
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _wait_for(condition: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
@@ -146,6 +154,7 @@ class Dovecot:
     host: ClassVar[str] = "127.0.0.1"
     username: ClassVar[str] = "gateway"
     password: ClassVar[str] = "secret"
+    separator: ClassVar[str] = "/"
 
     def __init__(
         self,
@@ -188,10 +197,10 @@ class Dovecot:
         return self.mail_root / self.username / "Maildir"
 
     def folder_path(self, folder: str) -> Path:
-        """Return the host path of `folder` in Maildir++ layout ("." separated)."""
+        """Return the host path of `folder` (IMAP name, "/" separated) in Maildir++ layout."""
         if folder.upper() == "INBOX":
             return self.maildir
-        return self.maildir / f".{folder}"
+        return self.maildir / ("." + folder.replace(self.separator, "."))
 
     @property
     def running(self) -> bool:
@@ -208,6 +217,11 @@ class Dovecot:
         if not self.move_capability and self._capability_override is None:
             self._capability_override = self._capabilities_without_move()
         self._launch()
+        if not self.move_capability:
+            advertised = self.capabilities()
+            if "MOVE" in advertised or "UIDPLUS" not in advertised:
+                self.stop()
+                raise DovecotError(f"unexpected capabilities without MOVE: {advertised}")
 
     def stop(self, timeout: float = 10.0) -> None:
         """Terminate Dovecot and all its processes; kill them if they outlive `timeout`."""
@@ -218,12 +232,24 @@ class Dovecot:
         pgid = process.pid
         if process.poll() is None:
             process.terminate()
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
+
+            # Dovecot's master ends its shutdown with an unconditional one-second sleep
+            # once every other child has exited, while its log process drains until the
+            # master is gone. Once only those two are left, the mail processes are done and
+            # killing the master just skips the sleep (the log process then exits on EOF).
+            def only_master_and_log_left() -> bool:
+                members = _group_members(pgid)
+                if members is None:
+                    return process.poll() is not None
+                members.pop(pgid, None)
+                return all(command == "log" for command in members.values())
+
+            if not _wait_for(only_master_and_log_left, timeout):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pgid, signal.SIGKILL)
-                process.wait(timeout=timeout)
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=timeout)
         if not _wait_for(lambda: not _group_alive(pgid), timeout):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGKILL)
@@ -327,8 +353,7 @@ class Dovecot:
                 return {}
             fetched = client.fetch(uids, ["FLAGS"])
         return {
-            int(uid): frozenset(flag.decode() for flag in data[b"FLAGS"])
-            for uid, data in fetched.items()
+            int(uid): frozenset(flag.decode() for flag in data[b"FLAGS"]) for uid, data in fetched.items()
         }
 
     def uidvalidity(self, folder: str = "INBOX") -> int:
@@ -435,7 +460,11 @@ auth_failure_delay = 0
 {identity}mail_fsync = never
 mail_max_userip_connections = 100
 mailbox_idle_check_interval = 1 secs
-{capability_line}passdb {{
+{capability_line}namespace inbox {{
+  inbox = yes
+  separator = {self.separator}
+}}
+passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {self.passwd_path}
 }}
@@ -540,9 +569,7 @@ def _user_exists(name: str) -> bool:
 
 
 @contextlib.contextmanager
-def running_dovecot(
-    tmp_dir: str | os.PathLike[str], move_capability: bool = True
-) -> Iterator[Dovecot]:
+def running_dovecot(tmp_dir: str | os.PathLike[str], move_capability: bool = True) -> Iterator[Dovecot]:
     """Yield a started private Dovecot below `tmp_dir` and stop it on exit."""
     server = Dovecot(tmp_dir, move_capability=move_capability)
     try:

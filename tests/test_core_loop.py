@@ -1,0 +1,170 @@
+"""End to end over real SMTP: mail in, case in SQLite, receipt out through a recording relay."""
+
+from __future__ import annotations
+
+import json
+
+from gateway.outbox import Deliverer
+from gateway.queries import show_case
+from gateway.server import Server
+from gateway.store import Store
+from tests.support import RecordingRelay, mail, smtp_send, wait_for
+
+KARI = "kari.nordmann@nordby-skole.example"
+
+
+def _cases(server: Server) -> list[dict[str, object]]:
+    return server.runtime.store.query("SELECT * FROM cases ORDER BY id")
+
+
+def test_contact_mail_opens_case_and_gets_tagged_receipt(server: Server, relay: RecordingRelay) -> None:
+    """A registered contact's mail becomes a case and the receipt names it in the subject tag."""
+    code, _ = smtp_send(server.listener.address[1], mail(message_id="<first@nordby-skole.example>"))
+    assert code == 250
+    cases = _cases(server)
+    assert len(cases) == 1 and cases[0]["organization"] == "nordby-skole"
+    assert cases[0]["category"] == "incident"
+    receipts = wait_for(lambda: relay.to(KARI), what="receipt at the relay")
+    receipt = receipts[0].message
+    assert receipt["Subject"].startswith("[SSC#1] ")
+    assert receipt["In-Reply-To"] == "<first@nordby-skole.example>"
+    assert receipt["Auto-Submitted"] == "auto-replied"
+    assert receipt["X-Gateway-Loop"] == "kontakt@service.example"
+    assert receipt["From"].addresses[0].addr_spec == "kontakt@service.example"
+    assert "SSC#1" in receipts[0].body and "Nordby skole" in receipts[0].body
+
+
+def test_reply_to_receipt_threads_into_same_case(server: Server, relay: RecordingRelay) -> None:
+    """A customer's reply to the receipt (In-Reply-To its Message-ID) joins the case, with no new receipt."""
+    port = server.listener.address[1]
+    smtp_send(port, mail())
+    receipt = wait_for(lambda: relay.to(KARI), what="receipt")[0].message
+    reply = mail(subject=f"SV: {receipt['Subject']}", body="Det gjelder også rom 205.\n",
+                 headers={"In-Reply-To": receipt["Message-ID"]})
+    assert smtp_send(port, reply)[0] == 250
+    assert len(_cases(server)) == 1
+    case = show_case(server.runtime.store, 1)
+    assert case is not None
+    inbound = [m for m in case["messages"] if m["direction"] == "in"]
+    assert len(inbound) == 2
+    reasons = [e["reason"] for e in case["history"] if e["action"] == "message-added"]
+    assert reasons == [f"reply to {receipt['Message-ID']}"]
+    Deliverer(server.runtime.config, server.runtime.store).flush()
+    assert len(relay.to(KARI)) == 1
+
+
+def test_tag_only_follow_up_from_same_organisation_joins_case(server: Server, relay: RecordingRelay) -> None:
+    """Another contact of the same organisation writing with just the tag lands in the same case."""
+    port = server.listener.address[1]
+    smtp_send(port, mail())
+    follow_up = mail(sender="IT Nordby <it@nordby-skole.example>", subject="[SSC#1] mer info",
+                     body="Switchen i kjelleren blinker oransje.\n")
+    smtp_send(port, follow_up)
+    assert len(_cases(server)) == 1
+    events = server.runtime.store.query("SELECT reason FROM events WHERE action = 'message-added'")
+    assert events[0]["reason"] == "subject tag from a contact of nordby-skole"
+
+
+def test_forged_tag_from_stranger_does_not_append(server: Server, relay: RecordingRelay) -> None:
+    """A tag from someone who may not write to the case never appends; the stranger is held instead."""
+    port = server.listener.address[1]
+    smtp_send(port, mail())
+    smtp_send(port, mail(sender="Mallory <m@evil.example>", subject="[SSC#1] close this please"))
+    case = show_case(server.runtime.store, 1)
+    assert case is not None and len([m for m in case["messages"] if m["direction"] == "in"]) == 1
+    held = server.runtime.store.query("SELECT from_addr, reason FROM messages WHERE disposition = 'held'")
+    assert held[0]["from_addr"] == "m@evil.example" and "unknown-sender" in held[0]["reason"]
+
+
+def test_forged_tag_from_other_customer_opens_own_case(server: Server, relay: RecordingRelay) -> None:
+    """A contact of another organisation using someone else's tag gets a case of their own."""
+    port = server.listener.address[1]
+    smtp_send(port, mail())
+    smtp_send(port, mail(sender="Ola Bakken <ola.bakken@fjellvik.kommune.example>", subject="[SSC#1] Spørsmål"))
+    cases = _cases(server)
+    assert [c["organization"] for c in cases] == ["nordby-skole", "fjellvik-kommune"]
+
+
+def test_auto_reply_is_stored_without_receipt(server: Server, relay: RecordingRelay) -> None:
+    """An out-of-office answer is kept but never acknowledged."""
+    port = server.listener.address[1]
+    ooo = mail(subject="Fraværsmelding: Nettet er nede", headers={"Auto-Submitted": "auto-replied"})
+    assert smtp_send(port, ooo)[0] == 250
+    rows = server.runtime.store.query("SELECT disposition, reason FROM messages")
+    assert rows == [{"disposition": "automated", "reason": "Auto-Submitted: auto-replied"}]
+    assert Deliverer(server.runtime.config, server.runtime.store).flush().sent == 0
+    assert relay.received == []
+
+
+def test_same_message_twice_is_stored_once(server: Server, relay: RecordingRelay) -> None:
+    """Delivering one Message-ID twice keeps one message, one case and one receipt."""
+    port = server.listener.address[1]
+    raw = mail(message_id="<twice@nordby-skole.example>")
+    assert smtp_send(port, raw)[0] == 250
+    code, text = smtp_send(port, raw)
+    assert code == 250 and b"duplicate" in text
+    store = server.runtime.store
+    assert store.one("SELECT count(*) AS n FROM messages")["n"] == 1
+    assert store.one("SELECT count(*) AS n FROM outbox")["n"] == 1
+
+
+def test_relay_down_delays_receipt_until_it_is_back(server: Server, relay: RecordingRelay) -> None:
+    """With the relay stopped the receipt waits in the outbox, and is delivered once it is back."""
+    relay.stop()
+    smtp_send(server.listener.address[1], mail())
+    store = server.runtime.store
+    wait_for(lambda: store.one("SELECT attempts FROM outbox")["attempts"] >= 1, what="a failed attempt")
+    row = store.one("SELECT status, last_error FROM outbox")
+    assert row["status"] == "queued" and "relay unavailable" in row["last_error"]
+    relay.start()
+    store.conn.execute("UPDATE outbox SET next_attempt_at = ''")  # the retry time has come
+    server.outbox.wake.set()
+    wait_for(lambda: relay.to(KARI), what="receipt after the relay came back")
+    assert store.one("SELECT status FROM outbox")["status"] == "sent"
+
+
+def test_relay_4xx_defers_and_5xx_fails_visibly(config, relay: RecordingRelay) -> None:  # type: ignore[no-untyped-def]
+    """A 451 from the relay defers the mail with backoff; a 550 marks it failed and shows it."""
+    from gateway.pipeline import process
+    from gateway.runtime import Runtime
+
+    runtime = Runtime(config)
+    process(runtime, mail(message_id="<a@x.example>"), "test")
+    process(runtime, mail(sender="it@nordby-skole.example", message_id="<b@x.example>"), "test")
+    relay.errors += ["451 4.3.0 try later", "550 5.1.1 no such user"]
+    report = Deliverer(config, runtime.store).flush()
+    assert (report.sent, report.deferred, report.failed) == (0, 1, 1)
+    rows = runtime.store.query("SELECT status, attempts, last_error, next_attempt_at, created_at FROM outbox")
+    assert rows[0]["status"] == "queued" and rows[0]["last_error"].startswith("451")
+    assert rows[0]["next_attempt_at"] > rows[0]["created_at"]
+    assert rows[1]["status"] == "failed" and rows[1]["last_error"].startswith("550")
+    runtime.close()
+
+
+def test_cases_show_json_has_the_documented_fields(server: Server, relay: RecordingRelay, config_path) -> None:  # type: ignore[no-untyped-def]
+    """`gateway cases show --json` carries the case fields and both directions of mail."""
+    import subprocess
+    import sys
+
+    smtp_send(server.listener.address[1], mail())
+    wait_for(lambda: relay.to(KARI), what="receipt")
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway", "--config", str(config_path), "cases", "show", "1", "--json"],
+        capture_output=True, check=True, text=True,
+    ).stdout
+    case = json.loads(out)
+    for key in ("id", "subject", "status", "category", "priority", "organization", "requester", "created_at"):
+        assert key in case
+    directions = [m["direction"] for m in case["messages"]]
+    assert directions == ["in", "out"]
+    for message in case["messages"]:
+        assert {"message_id", "direction", "from", "to", "subject", "body"} <= set(message)
+    assert case["messages"][1]["subject"].startswith("[SSC#1]")
+
+
+def test_store_is_wal_with_full_sync(server: Server) -> None:
+    """The store runs in WAL mode with synchronous=FULL, as the durability promise needs."""
+    conn = server.runtime.store.conn
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    assert isinstance(server.runtime.store, Store)
