@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -228,6 +229,10 @@ def cmd_rules_explain(config: Config, args: argparse.Namespace) -> int:
 
 Handler = Callable[[Config, argparse.Namespace], int]
 
+# Command groups that live beside their domain module. Each module named here exposes
+# `add_commands(top)`, adding sub-parsers whose defaults set `handler(config, args) -> int`.
+COMMAND_MODULES: tuple[str, ...] = ()
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
@@ -277,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("file")
     for p in (cases_list, cases_show, q_list, o_list, h_list, explain):
         p.add_argument("--json", action="store_true", help="machine-readable output")
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).add_commands(top)
     return parser
 
 

@@ -188,6 +188,7 @@ class Dovecot:
         self._process: subprocess.Popen[bytes] | None = None
         self._as_root = os.geteuid() == 0
         self._capability_override: str | None = None
+        self._port_fixed = False  # after the first successful start the port never changes
 
     # -- paths -----------------------------------------------------------------
 
@@ -259,7 +260,7 @@ class Dovecot:
     def restart(self) -> None:
         """Stop and start again on the same port with the same mail data."""
         self.stop()
-        self._launch()
+        self.start()
 
     def close(self) -> None:
         """Stop the server and remove the short base_dir fallback, if one was made."""
@@ -483,9 +484,13 @@ service imap-login {{
 }}
 {anvil}"""
 
-    def _launch(self, capability: str | None = None, *, retry_ports: bool = True) -> None:
-        """Write the config, start the master and wait for the `* OK` greeting."""
-        attempts = 3 if retry_ports else 1
+    def _launch(self, capability: str | None = None) -> None:
+        """Write the config, start the master and wait for the `* OK` greeting.
+
+        Before the first successful start another program may have taken the port chosen
+        in __init__; then a fresh free port is tried. Afterwards the port is kept.
+        """
+        attempts = 1 if self._port_fixed else 3
         for attempt in range(attempts):
             self.config_path.write_text(self._config_text(capability or self._capability_override))
             (self.base_dir / "master.pid").unlink(missing_ok=True)
@@ -501,21 +506,18 @@ service imap-login {{
                     start_new_session=True,
                 )
             if self._wait_greeting():
+                self._port_fixed = True
                 return
             log = self._log_since(log_offset)
             self.stop()
             port_taken = "Address already in use" in log
-            if port_taken and attempt + 1 < attempts and not self._has_mail():
+            if port_taken and attempt + 1 < attempts:
                 self.port = _free_loopback_port()
                 continue
             raise DovecotError(
                 f"dovecot did not greet on {self.host}:{self.port}; log:\n{log}"
                 f"\nstderr:\n{self.stderr_path.read_text(errors='replace')}"
             )
-
-    def _has_mail(self) -> bool:
-        """Return True once the user's Maildir exists (then the port must not change)."""
-        return self.maildir.exists()
 
     def _wait_greeting(self) -> bool:
         """Poll the port until it greets `* OK`; False if the master exits or time runs out."""

@@ -69,7 +69,9 @@ class RecordingRelay:
         with self.lock:
             if self.errors:
                 return self.errors.pop(0)
-            self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+            self.received.append(
+                Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
+            )
         return "250 OK recorded"
 
     def start(self) -> RecordingRelay:
@@ -87,9 +89,15 @@ class RecordingRelay:
             return [r for r in self.received if address in r.rcpt_tos]
 
 
-def write_config(tmp: Path, relay_port: int | None = None, smtp_port: int | None = None, **extra: str) -> Path:
+def write_config(
+    tmp: Path, relay_port: int | None = None, smtp_port: int | None = None, **extra: str
+) -> Path:
     """A gateway.toml in tmp, using the repo's registry, rules and templates."""
-    relay = f"[relay]\nhost = '127.0.0.1'\nport = {relay_port}\nretry_initial_seconds = 30\n" if relay_port else ""
+    relay = (
+        f"[relay]\nhost = '127.0.0.1'\nport = {relay_port}\nretry_initial_seconds = 30\n"
+        if relay_port
+        else ""
+    )
     service_extra = "".join(f"{k} = {v}\n" for k, v in extra.items())
     text = textwrap.dedent(
         """\
@@ -107,7 +115,7 @@ def write_config(tmp: Path, relay_port: int | None = None, smtp_port: int | None
     text += service_extra + textwrap.dedent(
         f"""
         [storage]
-        path = "{tmp / 'var'}"
+        path = "{tmp / "var"}"
 
         [smtp]
         host = "127.0.0.1"
@@ -115,11 +123,11 @@ def write_config(tmp: Path, relay_port: int | None = None, smtp_port: int | None
         max_message_size = 1048576
 
         [registry]
-        file = "{REPO / 'data' / 'contacts.toml'}"
+        file = "{REPO / "data" / "contacts.toml"}"
 
         [paths]
-        rules = "{REPO / 'rules'}"
-        templates = "{REPO / 'templates'}"
+        rules = "{REPO / "rules"}"
+        templates = "{REPO / "templates"}"
         """
     )
     path = tmp / "gateway.toml"
@@ -136,16 +144,23 @@ def mail(
     to: str = "kontakt@service.example",
 ) -> bytes:
     """A plain UTF-8 mail as a customer's client would send it, CRLF line ends."""
-    lines = [f"From: {sender}", f"To: {to}", f"Subject: {subject}",
-             f"Message-ID: {message_id or f'<{time.monotonic_ns()}@client.example>'}",
-             "Date: Tue, 24 Nov 2026 10:00:00 +0100", "MIME-Version: 1.0",
-             "Content-Type: text/plain; charset=utf-8", "Content-Transfer-Encoding: 8bit"]
+    lines = [
+        f"From: {sender}",
+        f"To: {to}",
+        f"Subject: {subject}",
+        f"Message-ID: {message_id or f'<{time.monotonic_ns()}@client.example>'}",
+        "Date: Tue, 24 Nov 2026 10:00:00 +0100",
+        "MIME-Version: 1.0",
+        "Content-Type: text/plain; charset=utf-8",
+        "Content-Transfer-Encoding: 8bit",
+    ]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     return ("\r\n".join(lines) + "\r\n\r\n" + body.replace("\n", "\r\n")).encode("utf-8")
 
 
-def smtp_send(port: int, raw: bytes, mail_from: str = "sender@client.example",
-              rcpt: str = "kontakt@service.example") -> tuple[int, bytes]:
+def smtp_send(
+    port: int, raw: bytes, mail_from: str = "sender@client.example", rcpt: str = "kontakt@service.example"
+) -> tuple[int, bytes]:
     """Send through SMTP and return the server's answer to DATA (code, text)."""
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
         client.ehlo()

@@ -47,8 +47,12 @@ def test_bad_config_names_the_key(tmp_path: Path, text: str, message: str) -> No
 def test_bad_config_on_command_line_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     """The CLI prints `config error: <key>: ...` and exits 78, without a traceback."""
     path = _config(tmp_path, "[smtp]\nport = '25x'\n")
-    run = subprocess.run([sys.executable, "-m", "gateway", "--config", str(path), "cases", "list"],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "-m", "gateway", "--config", str(path), "cases", "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 78
     assert run.stderr.strip() == "config error: smtp.port: expected an integer, got '25x'"
 
@@ -62,19 +66,27 @@ def test_relative_paths_are_taken_from_the_config_file(tmp_path: Path) -> None:
 
 
 def _org(org_id: str, email: str, role: str = "incidents", domain: str | None = None) -> dict[str, object]:
-    return {"id": org_id, "name": org_id.title(), "domains": [domain or f"{org_id}.example"],
-            "contact": [{"role": role, "name": "X", "email": email}]}
+    return {
+        "id": org_id,
+        "name": org_id.title(),
+        "domains": [domain or f"{org_id}.example"],
+        "contact": [{"role": role, "name": "X", "email": email}],
+    }
 
 
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"organization": [_org("a", "x@a.example"), _org("b", "x@a.example")]},
-         "address 'x@a.example': in both 'a' and 'b'"),
+        (
+            {"organization": [_org("a", "x@a.example"), _org("b", "x@a.example")]},
+            "address 'x@a.example': in both 'a' and 'b'",
+        ),
         ({"organization": [_org("a", "x@a.example", role="boss")]}, "unknown role 'boss'"),
         ({"organization": [_org("a", "not-an-address")]}, "contact #1: 'not-an-address' is not an address"),
-        ({"organization": [_org("a", "x@a.example"), _org("a", "y@b.example", domain="b.example")]},
-         "id used twice"),
+        (
+            {"organization": [_org("a", "x@a.example"), _org("a", "y@b.example", domain="b.example")]},
+            "id used twice",
+        ),
         ({"agent": [{"name": "A", "email": "a@s.example", "line": 3}]}, "line must be 1 or 2"),
     ],
 )
@@ -87,9 +99,18 @@ def test_registry_errors_name_the_entry(data: dict[str, object], message: str) -
 
 def test_registry_normalises_addresses_and_idna_domains() -> None:
     """Contact addresses are lower-cased and IDNA-encoded so lookups match what mail carries."""
-    registry = parse_registry({"organization": [
-        {"id": "b", "name": "Bø skole", "domains": ["bø-skole.example"],
-         "contact": [{"role": "technical", "name": "Å", "email": "Ås@Bø-Skole.example"}]}]})
+    registry = parse_registry(
+        {
+            "organization": [
+                {
+                    "id": "b",
+                    "name": "Bø skole",
+                    "domains": ["bø-skole.example"],
+                    "contact": [{"role": "technical", "name": "Å", "email": "Ås@Bø-Skole.example"}],
+                }
+            ]
+        }
+    )
     org = registry.organization_of_contact("ås@xn--b-skole-q1a.example")
     assert org is not None and org.id == "b"
     assert registry.organizations["b"].domains == ("xn--b-skole-q1a.example",)
@@ -99,15 +120,25 @@ def test_registry_normalises_addresses_and_idna_domains() -> None:
 def test_contacts_check_command(tmp_path: Path) -> None:
     """`gateway contacts check` accepts the shipped registry and rejects a broken one with exit 65."""
     broken = tmp_path / "contacts.toml"
-    broken.write_text('[[organization]]\nid = "a"\nname = "A"\ndomains = []\n'
-                      '[[organization.contact]]\nrole = "boss"\nname = "B"\nemail = "b@a.example"\n')
+    broken.write_text(
+        '[[organization]]\nid = "a"\nname = "A"\ndomains = []\n'
+        '[[organization.contact]]\nrole = "boss"\nname = "B"\nemail = "b@a.example"\n'
+    )
     config = _config(tmp_path, f"[registry]\nfile = '{broken}'\n")
-    bad = subprocess.run([sys.executable, "-m", "gateway", "--config", str(config), "contacts", "check"],
-                         capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "gateway", "--config", str(config), "contacts", "check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 65 and "unknown role 'boss'" in bad.stderr
     good_config = _config(tmp_path, f"[registry]\nfile = '{REPO / 'data/contacts.toml'}'\n")
-    good = subprocess.run([sys.executable, "-m", "gateway", "--config", str(good_config), "contacts", "check"],
-                          capture_output=True, text=True, timeout=60)
+    good = subprocess.run(
+        [sys.executable, "-m", "gateway", "--config", str(good_config), "contacts", "check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert good.returncode == 0 and "3 organisations" in good.stdout
 
 

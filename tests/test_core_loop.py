@@ -39,8 +39,11 @@ def test_reply_to_receipt_threads_into_same_case(server: Server, relay: Recordin
     port = server.listener.address[1]
     smtp_send(port, mail())
     receipt = wait_for(lambda: relay.to(KARI), what="receipt")[0].message
-    reply = mail(subject=f"SV: {receipt['Subject']}", body="Det gjelder også rom 205.\n",
-                 headers={"In-Reply-To": receipt["Message-ID"]})
+    reply = mail(
+        subject=f"SV: {receipt['Subject']}",
+        body="Det gjelder også rom 205.\n",
+        headers={"In-Reply-To": receipt["Message-ID"]},
+    )
     assert smtp_send(port, reply)[0] == 250
     assert len(_cases(server)) == 1
     case = show_case(server.runtime.store, 1)
@@ -57,8 +60,11 @@ def test_tag_only_follow_up_from_same_organisation_joins_case(server: Server, re
     """Another contact of the same organisation writing with just the tag lands in the same case."""
     port = server.listener.address[1]
     smtp_send(port, mail())
-    follow_up = mail(sender="IT Nordby <it@nordby-skole.example>", subject="[SSC#1] mer info",
-                     body="Switchen i kjelleren blinker oransje.\n")
+    follow_up = mail(
+        sender="IT Nordby <it@nordby-skole.example>",
+        subject="[SSC#1] mer info",
+        body="Switchen i kjelleren blinker oransje.\n",
+    )
     smtp_send(port, follow_up)
     assert len(_cases(server)) == 1
     events = server.runtime.store.query("SELECT reason FROM events WHERE action = 'message-added'")
@@ -80,7 +86,9 @@ def test_forged_tag_from_other_customer_opens_own_case(server: Server, relay: Re
     """A contact of another organisation using someone else's tag gets a case of their own."""
     port = server.listener.address[1]
     smtp_send(port, mail())
-    smtp_send(port, mail(sender="Ola Bakken <ola.bakken@fjellvik.kommune.example>", subject="[SSC#1] Spørsmål"))
+    smtp_send(
+        port, mail(sender="Ola Bakken <ola.bakken@fjellvik.kommune.example>", subject="[SSC#1] Spørsmål")
+    )
     cases = _cases(server)
     assert [c["organization"] for c in cases] == ["nordby-skole", "fjellvik-kommune"]
 
@@ -141,7 +149,9 @@ def test_relay_4xx_defers_and_5xx_fails_visibly(config, relay: RecordingRelay) -
     runtime.close()
 
 
-def test_cases_show_json_has_the_documented_fields(server: Server, relay: RecordingRelay, config_path) -> None:  # type: ignore[no-untyped-def]
+def test_cases_show_json_has_the_documented_fields(
+    server: Server, relay: RecordingRelay, config_path
+) -> None:  # type: ignore[no-untyped-def]
     """`gateway cases show --json` carries the case fields and both directions of mail."""
     import subprocess
     import sys
@@ -150,7 +160,9 @@ def test_cases_show_json_has_the_documented_fields(server: Server, relay: Record
     wait_for(lambda: relay.to(KARI), what="receipt")
     out = subprocess.run(
         [sys.executable, "-m", "gateway", "--config", str(config_path), "cases", "show", "1", "--json"],
-        capture_output=True, check=True, text=True,
+        capture_output=True,
+        check=True,
+        text=True,
     ).stdout
     case = json.loads(out)
     for key in ("id", "subject", "status", "category", "priority", "organization", "requester", "created_at"):

@@ -34,7 +34,7 @@ def _counts(db: Path) -> tuple[int, int, int, int]:
 def locked_store(tmp_path: Path, relay: RecordingRelay) -> Iterator[Path]:
     """A gateway config whose database another process holds an exclusive write lock on."""
     path = write_config(tmp_path, relay_port=relay.port)
-    text = path.read_text().replace('[smtp]', '[smtp]\n', 1)
+    text = path.read_text().replace("[smtp]", "[smtp]\n", 1)
     path.write_text(text.replace('path = "', 'busy_timeout_ms = 200\npath = "', 1))
     config = load_config(path)
     config.storage.open().close()  # schema in place, as on a running installation
@@ -60,9 +60,14 @@ def test_locked_database_gives_451_and_stores_nothing(locked_store: Path) -> Non
 
 def test_pipe_exit_codes(tmp_path: Path, locked_store: Path) -> None:
     """`gateway deliver` exits 75 when the store is locked, 65 for an oversized or empty message."""
+
     def deliver(raw: bytes) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run([sys.executable, "-m", "gateway", "--config", str(locked_store), "deliver"],
-                              input=raw, capture_output=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "gateway", "--config", str(locked_store), "deliver"],
+            input=raw,
+            capture_output=True,
+            timeout=60,
+        )
 
     locked = deliver(mail())
     assert locked.returncode == 75, locked.stderr
@@ -75,12 +80,20 @@ def test_pipe_exit_codes(tmp_path: Path, locked_store: Path) -> None:
 
 def test_pipe_accepts_and_missing_config_is_temporary(tmp_path: Path, config_path: Path) -> None:
     """A good message exits 0; a config the MTA cannot read is our fault, so exit 75 (retry)."""
-    ok = subprocess.run([sys.executable, "-m", "gateway", "--config", str(config_path), "deliver"],
-                        input=mail(), capture_output=True, timeout=60)
+    ok = subprocess.run(
+        [sys.executable, "-m", "gateway", "--config", str(config_path), "deliver"],
+        input=mail(),
+        capture_output=True,
+        timeout=60,
+    )
     assert ok.returncode == 0, ok.stderr
     assert b'"outcome": "opened"' in ok.stdout
-    missing = subprocess.run([sys.executable, "-m", "gateway", "--config", str(tmp_path / "nope.toml"),
-                              "deliver"], input=mail(), capture_output=True, timeout=60)
+    missing = subprocess.run(
+        [sys.executable, "-m", "gateway", "--config", str(tmp_path / "nope.toml"), "deliver"],
+        input=mail(),
+        capture_output=True,
+        timeout=60,
+    )
     assert missing.returncode == 75 and b"config file not found" in missing.stderr
 
 
@@ -92,8 +105,11 @@ def test_oversized_smtp_message_gets_552(server: Server) -> None:
 
 
 def _serve(config_path: Path) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "--config", str(config_path), "serve"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "--config", str(config_path), "serve"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()  # printed once the listener accepts connections
     assert b"listening" in line, proc.stderr.read() if proc.poll() is not None else line
@@ -119,8 +135,10 @@ def test_kill_9_after_accept_sends_the_receipt_once_after_restart(tmp_path: Path
         try:
             wait_for(lambda: relay.to(KARI), timeout=30, what="receipt after restart")
             conn = sqlite3.connect(db)
-            wait_for(lambda: conn.execute("SELECT status FROM outbox").fetchone()[0] == "sent",
-                     what="outbox row marked sent")
+            wait_for(
+                lambda: conn.execute("SELECT status FROM outbox").fetchone()[0] == "sent",
+                what="outbox row marked sent",
+            )
             conn.close()
         finally:
             proc.send_signal(signal.SIGTERM)
