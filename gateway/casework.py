@@ -7,7 +7,8 @@ import sqlite3
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from gateway import clock, loops
+from gateway import agents, case_fields, change_notices, clock, confirmations, loops
+from gateway.escalation import Evidence, Field
 from gateway.outbox import Outgoing, enqueue
 from gateway.threads import clean_subject
 
@@ -15,10 +16,8 @@ if TYPE_CHECKING:
     from gateway.pipeline import Context, Result
     from gateway.runtime import Runtime
 
-REOPEN_WINDOW = timedelta(days=14)
 
-
-def _store_message(
+def store_message(
     conn: sqlite3.Connection, ctx: Context, key: str, case_id: int | None, disposition: str, reason: str
 ) -> int:
     m = ctx.message
@@ -79,9 +78,10 @@ def act(runtime: Runtime, conn: sqlite3.Connection, ctx: Context, key: str) -> R
     decision, sender, thread = ctx.decision, ctx.sender, ctx.thread
     rules_why = "; ".join(f"{name}: {why}" for name, why in decision.fired) or "no rule fired"
     if ctx.automated is not None:
-        row = _store_message(conn, ctx, key, thread.case_id, "automated", ctx.automated)
+        row = store_message(conn, ctx, key, thread.case_id, "automated", ctx.automated)
         if loops.is_bounce(ctx.message):
             _mark_bounced(conn, ctx, row)
+            change_notices.alert_undelivered(conn, runtime.config)  # a bounced change notice
         elif thread.case_id is not None:
             record(
                 conn,
@@ -94,24 +94,29 @@ def act(runtime: Runtime, conn: sqlite3.Connection, ctx: Context, key: str) -> R
             )
         return Result("ignored", ctx.automated, thread.case_id, ctx.message.message_id)
     if decision.hold is not None:
-        _store_message(conn, ctx, key, None, "held", f"{decision.hold} ({rules_why})")
+        store_message(conn, ctx, key, None, "held", f"{decision.hold} ({rules_why})")
         return Result("held", decision.hold, None, ctx.message.message_id)
+    if decision.confirm is not None:
+        return confirmations.request(runtime, conn, ctx, key, rules_why)
     if decision.refuse is not None:
-        _store_message(conn, ctx, key, None, "refused", f"{decision.refuse} ({rules_why})")
-        sent = _reply(runtime, conn, ctx, None, decision.refuse, _context(runtime, ctx, None))
+        store_message(conn, ctx, key, None, "refused", f"{decision.refuse} ({rules_why})")
+        sent = reply(runtime, conn, ctx, None, decision.refuse, template_context(runtime, ctx, None))
         return Result("refused", decision.refuse, None, ctx.message.message_id, sent)
+    if thread.case_id is not None and sender.kind == "agent" and sender.agent is not None:
+        return agents.handle(runtime, conn, ctx, key)
     if thread.case_id is not None:
         return _append(runtime, conn, ctx, key, rules_why)
-    return _open(runtime, conn, ctx, key, rules_why)
+    return open_case(runtime, conn, ctx, key, rules_why)
 
 
-def _open(
+def open_case(
     runtime: Runtime,
     conn: sqlite3.Connection,
     ctx: Context,
     key: str,
     rules_why: str,
     linked: int | None = None,
+    existing_row: int | None = None,
 ) -> Result:
     from gateway.pipeline import Result
 
@@ -137,7 +142,19 @@ def _open(
         ),
     )
     case_id = int(cursor.lastrowid or 0)
-    row = _store_message(conn, ctx, key, case_id, "case", "opened the case")
+    if existing_row is None:
+        row = store_message(conn, ctx, key, case_id, "case", "opened the case")
+    else:  # a message kept aside earlier (awaiting confirmation) now opens the case
+        row = existing_row
+        conn.execute(
+            "UPDATE messages SET case_id = ?, disposition = 'case', reason = 'opened the case' WHERE id = ?",
+            (case_id, row),
+        )
+        if ctx.message.message_id:
+            conn.execute(
+                "INSERT OR IGNORE INTO message_refs (message_id, case_id) VALUES (?, ?)",
+                (ctx.message.message_id, case_id),
+            )
     record(
         conn,
         case_id,
@@ -153,13 +170,30 @@ def _open(
     if linked is not None:
         record(conn, linked, "gateway", "follow-up-case", f"case {case_id}", "reply to a closed case")
     case = _case(conn, case_id)
-    sent = [
-        m
-        for event in d.replies
-        for m in _reply(runtime, conn, ctx, case_id, event, _context(runtime, ctx, case))
-    ]
+    asked: list[Field] = []
+    if d.ask_missing and d.category == "incident":
+        case_fields.collect(conn, case_id, _evidence(ctx))
+        asked = case_fields.to_ask(conn, case_id)
+    language = language_for(runtime, ctx)
+    context = template_context(runtime, ctx, case) | {
+        "missing": [getattr(f, "en" if language == "en" else "nb") for f in asked]
+    }
+    sent = [m for event in d.replies for m in reply(runtime, conn, ctx, case_id, event, context)]
+    if asked and sent:
+        # The receipt carried the questions: one mail, and never a second time on this case.
+        case_fields.mark_asked(conn, case_id, asked)
+        record(
+            conn,
+            case_id,
+            "gateway",
+            "asked-missing",
+            ", ".join(f.key for f in asked),
+            "escalation information missing from the report",
+        )
     for target in d.notify:
         _notify(runtime, conn, ctx, case, target)
+    if sender.kind != "agent":
+        agents.notify(runtime, conn, case_id, "new-case", ctx)
     return Result("opened", rules_why, case_id, ctx.message.message_id, sent)
 
 
@@ -169,9 +203,9 @@ def _append(runtime: Runtime, conn: sqlite3.Connection, ctx: Context, key: str, 
     case_id = ctx.thread.case_id
     assert case_id is not None
     case = _case(conn, case_id)
-    if case["status"] == "closed" and _closed_long_ago(case):
-        return _open(runtime, conn, ctx, key, rules_why, linked=case_id)
-    row = _store_message(conn, ctx, key, case_id, "case", ctx.thread.reason)
+    if case["status"] == "closed" and _closed_long_ago(case, runtime.config.service.reopen_days):
+        return open_case(runtime, conn, ctx, key, rules_why, linked=case_id)
+    row = store_message(conn, ctx, key, case_id, "case", ctx.thread.reason)
     record(conn, case_id, ctx.sender.address, "message-added", ctx.message.subject, ctx.thread.reason, row)
     updates = {"updated_at": clock.iso()}
     if case["status"] in ("resolved", "closed", "pending") and ctx.sender.kind != "agent":
@@ -179,14 +213,57 @@ def _append(runtime: Runtime, conn: sqlite3.Connection, ctx: Context, key: str, 
         record(
             conn, case_id, "gateway", "reopened", f"{case['status']} -> open", "the customer wrote again", row
         )
+    if ctx.sender.kind != "agent" and case_fields.states(conn, case_id):
+        _collect_answers(conn, ctx, case_id, row)
     sets = ", ".join(f"{k} = ?" for k in updates)
     conn.execute(f"UPDATE cases SET {sets} WHERE id = ?", (*updates.values(), case_id))
+    if ctx.sender.kind != "agent":
+        agents.notify(runtime, conn, case_id, "follow-up", ctx)
     return Result("appended", ctx.thread.reason, case_id, ctx.message.message_id)
 
 
-def _closed_long_ago(case: dict[str, Any]) -> bool:
+def _evidence(ctx: Context) -> Evidence:
+    message = ctx.message
+    return Evidence(f"{message.subject}\n{message.body}", message.attachments, ctx.sender)
+
+
+def _collect_answers(conn: sqlite3.Connection, ctx: Context, case_id: int, row: int) -> None:
+    fresh = case_fields.collect(conn, case_id, _evidence(ctx))
+    if fresh:
+        record(conn, case_id, ctx.sender.address, "escalation-info-added", ", ".join(fresh), "", row)
+    if fresh and case_fields.was_asked(conn, case_id) and not case_fields.still_missing(conn, case_id):
+        record(conn, case_id, "gateway", "escalation-info-complete", "", "every asked field is present", row)
+
+
+def _closed_long_ago(case: dict[str, Any], days: int) -> bool:
     closed = case.get("closed_at")
-    return isinstance(closed, str) and clock.now() - clock.parse_iso(closed) > REOPEN_WINDOW
+    return isinstance(closed, str) and clock.now() - clock.parse_iso(closed) > timedelta(days=days)
+
+
+def close_resolved(runtime: Runtime) -> list[int]:
+    """Close cases resolved more than service.autoclose_days ago (cron or the serve loop)."""
+    cutoff = clock.iso(clock.now() - timedelta(days=runtime.config.service.autoclose_days))
+    with runtime.store.write() as conn:
+        ids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT id FROM cases WHERE status = 'resolved' AND resolved_at <= ?", (cutoff,)
+            )
+        ]
+        for case_id in ids:
+            conn.execute(
+                "UPDATE cases SET status = 'closed', closed_at = ?, updated_at = ? WHERE id = ?",
+                (clock.iso(), clock.iso(), case_id),
+            )
+            record(
+                conn,
+                case_id,
+                "gateway",
+                "closed",
+                "resolved -> closed",
+                f"resolved more than {runtime.config.service.autoclose_days} days ago",
+            )
+    return ids
 
 
 def _case(conn: sqlite3.Connection, case_id: int) -> dict[str, Any]:
@@ -195,7 +272,7 @@ def _case(conn: sqlite3.Connection, case_id: int) -> dict[str, Any]:
     return dict(zip(names, cursor.fetchone(), strict=True))
 
 
-def _context(runtime: Runtime, ctx: Context, case: dict[str, Any] | None) -> dict[str, Any]:
+def template_context(runtime: Runtime, ctx: Context, case: dict[str, Any] | None) -> dict[str, Any]:
     service = runtime.config.service
     org = ctx.sender.organization
     return {
@@ -211,7 +288,7 @@ def _context(runtime: Runtime, ctx: Context, case: dict[str, Any] | None) -> dic
     }
 
 
-def _reply(
+def reply(
     runtime: Runtime,
     conn: sqlite3.Connection,
     ctx: Context,
@@ -265,7 +342,7 @@ def _notify(
     if not address:
         record(conn, case["id"], "gateway", "notify-skipped", target, "no address configured")
         return
-    context = _context(runtime, ctx, case) | {"body": ctx.message.body}
+    context = template_context(runtime, ctx, case) | {"body": ctx.message.body}
     rendered = runtime.templates.render(service.language, "staff", "alert", context)
     mail = Outgoing(
         kind="alert",

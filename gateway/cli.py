@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from gateway import logs, search
 from gateway.config import Config, ConfigError, load_config
 from gateway.registry import RegistryError, load_registry
 from gateway.rules import RuleError
@@ -135,6 +136,14 @@ def cmd_cases_show(config: Config, args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def cmd_cases_close_resolved(config: Config, args: argparse.Namespace) -> int:
+    from gateway.casework import close_resolved
+
+    closed = close_resolved(_runtime(config))
+    print(f"closed {len(closed)} case(s) resolved more than {config.service.autoclose_days} days ago")
+    return EX_OK
+
+
 def cmd_quarantine_list(config: Config, args: argparse.Namespace) -> int:
     from gateway.queries import list_quarantine
 
@@ -231,7 +240,16 @@ Handler = Callable[[Config, argparse.Namespace], int]
 
 # Command groups that live beside their domain module. Each module named here exposes
 # `add_commands(top)`, adding sub-parsers whose defaults set `handler(config, args) -> int`.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "gateway.status",
+    "gateway.backup",
+    "gateway.retention",
+    "gateway.init",
+    "gateway.digest",
+    "gateway.report",
+    "gateway.change_commands",
+    "gateway.incidents",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -269,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     cases_list.add_argument("--limit", type=int, default=100)
     cases_show = add(groups["cases"], "show", cmd_cases_show, "one case with its messages and history")
     cases_show.add_argument("id", type=int)
+    add(groups["cases"], "close-resolved", cmd_cases_close_resolved, "close cases resolved long enough ago")
+    search.add_search_command(groups["cases"])
     q_list = add(groups["quarantine"], "list", cmd_quarantine_list, "list quarantined messages")
     q_replay = add(groups["quarantine"], "replay", cmd_quarantine_replay, "process one again")
     q_replay.add_argument("id", type=int)
@@ -295,13 +315,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        config = load_config(args.config)
+        # `gateway init` runs before there is a config to load.
+        config = load_config(args.config) if getattr(args, "needs_config", True) else Config()
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return EX_TEMPFAIL if args.command == "deliver" else EX_CONFIG
+    logs.setup(config.log, args.verbose)
     try:
         return int(args.handler(config, args))
-    except (RuleError, RegistryError) as exc:
+    except (RuleError, RegistryError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EX_TEMPFAIL if args.command == "deliver" else EX_CONFIG
     except StorageUnavailable as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -35,7 +35,12 @@ class ServiceConfig:
     on_call_address: str = ""
     second_line_address: str = ""
     supplier_shop_url: str = ""
+    # Key for the HMAC in per-case reply addresses; generated and kept in the store when empty.
     secret: str = ""
+    # A customer's reply to a case closed longer ago than this opens a new, linked case.
+    reopen_days: int = 14
+    # Resolved cases close by themselves after this many days without news.
+    autoclose_days: int = 7
 
     @property
     def domain(self) -> str:
@@ -81,6 +86,47 @@ class RelayConfig:
 
 
 @dataclass(frozen=True)
+class AuthConfig:
+    # The authserv-id our own MTA writes in Authentication-Results; all others are ignored.
+    authserv_id: str = ""
+    # On SMTP intake we are the MTA, so we check DKIM signatures ourselves.
+    verify_dkim: bool = True
+    # Mail from an agent's address counts as the agent's only when it authenticates.
+    require_for_agents: bool = True
+
+
+@dataclass(frozen=True)
+class Target:
+    """Service-level targets for one priority, counted in opening hours unless around the clock."""
+
+    first_response_minutes: int = 240
+    resolution_hours: float = 40.0
+    around_the_clock: bool = False
+
+
+# Defaults per priority; critical requests are accepted 24/7, so their clock never stops.
+DEFAULT_TARGETS: dict[str, Target] = {
+    "critical": Target(first_response_minutes=30, resolution_hours=4.0, around_the_clock=True),
+    "high": Target(first_response_minutes=60, resolution_hours=8.0),
+    "normal": Target(first_response_minutes=240, resolution_hours=40.0),
+    "low": Target(first_response_minutes=480, resolution_hours=80.0),
+}
+
+
+@dataclass(frozen=True)
+class Targets:
+    critical: Target = DEFAULT_TARGETS["critical"]
+    high: Target = DEFAULT_TARGETS["high"]
+    normal: Target = DEFAULT_TARGETS["normal"]
+    low: Target = DEFAULT_TARGETS["low"]
+
+    def for_priority(self, priority: str) -> Target:
+        # An unknown priority (a rule typo) is held to the normal targets, not to none.
+        by_name = {"critical": self.critical, "high": self.high, "normal": self.normal, "low": self.low}
+        return by_name.get(priority, self.normal)
+
+
+@dataclass(frozen=True)
 class RegistryConfig:
     file: Path = Path("data/contacts.toml")
 
@@ -108,6 +154,26 @@ class ImapConfig:
 
 
 @dataclass(frozen=True)
+class LogConfig:
+    format: str = "text"  # text | json: one line per message either way
+    level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    # Port 0 keeps the Prometheus endpoint off; `gateway serve` starts it otherwise.
+    port: int = 0
+    host: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    # Raw mail and closed cases hold personal data (addresses, what people wrote): keep it no longer.
+    raw_mail_days: int = 365
+    closed_case_days: int = 730
+
+
+@dataclass(frozen=True)
 class Config:
     service: ServiceConfig = field(default_factory=ServiceConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -115,6 +181,11 @@ class Config:
     relay: RelayConfig | None = None
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     imap: ImapConfig | None = None
+    targets: Targets = field(default_factory=Targets)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     rules_dir: Path = Path("rules")
     templates_dir: Path = Path("templates")
     source: Path | None = None
@@ -185,9 +256,43 @@ def _check_ports(smtp: SmtpConfig, relay: RelayConfig | None) -> None:
         raise ConfigError("smtp.max_message_size: must be at least 1024 bytes")
 
 
+def _targets(section: dict[str, Any]) -> Targets:
+    """[targets] maps a priority to a table; keys left out keep that priority's default."""
+    chosen: dict[str, Target] = {}
+    for priority, values in section.items():
+        if priority not in DEFAULT_TARGETS:
+            raise ConfigError(f"targets.{priority}: unknown priority (known: {', '.join(DEFAULT_TARGETS)})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"targets.{priority}: must be a table")
+        checked = _build(Target, f"targets.{priority}", values)
+        target = replace(DEFAULT_TARGETS[priority], **{k: getattr(checked, k) for k in values})
+        if target.first_response_minutes < 1 or target.resolution_hours <= 0:
+            raise ConfigError(f"targets.{priority}: targets must be positive")
+        chosen[priority] = target
+    return Targets(**chosen)
+
+
+def _operations(data: dict[str, Any]) -> dict[str, Any]:
+    """[log], [metrics] and [retention]: how the gateway is run and what it keeps."""
+    log = _build(LogConfig, "log", _section(data, "log"))
+    if log.format not in ("text", "json"):
+        raise ConfigError("log.format: must be text or json")
+    if log.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError("log.level: must be DEBUG, INFO, WARNING or ERROR")
+    metrics = _build(MetricsConfig, "metrics", _section(data, "metrics"))
+    if not 0 <= metrics.port <= 65535:
+        raise ConfigError(f"metrics.port: {metrics.port} is not a TCP port")
+    retention = _build(RetentionConfig, "retention", _section(data, "retention"))
+    for key in ("raw_mail_days", "closed_case_days"):
+        if getattr(retention, key) < 1:
+            raise ConfigError(f"retention.{key}: must be at least 1")
+    return {"log": log, "metrics": metrics, "retention": retention}
+
+
 def parse_config(data: dict[str, Any], base: Path, source: Path | None = None) -> Config:
     """Turn TOML data into a Config; relative paths are taken from `base`."""
-    known = {"service", "storage", "smtp", "relay", "registry", "imap", "paths"}
+    known = {"service", "storage", "smtp", "relay", "registry", "imap", "paths", "auth", "targets"}
+    known |= {"log", "metrics", "retention"}
     for key in data:
         if key not in known:
             raise ConfigError(f"{key}: unknown section")
@@ -215,7 +320,12 @@ def parse_config(data: dict[str, Any], base: Path, source: Path | None = None) -
         smtp=smtp,
         relay=relay,
         registry=RegistryConfig(file=rooted(registry.file)),
-        imap=imap,
+        imap=replace(imap, password_file=str(rooted(Path(imap.password_file))))
+        if imap is not None and imap.password_file
+        else imap,
+        targets=_targets(_section(data, "targets")),
+        auth=_build(AuthConfig, "auth", _section(data, "auth")),
+        **_operations(data),
         rules_dir=rooted(Path(paths.get("rules", "rules"))),
         templates_dir=rooted(Path(paths.get("templates", "templates"))),
         source=source,

@@ -6,6 +6,7 @@ from typing import Any
 
 from gateway import clock, loops
 from gateway.message import parse
+from gateway.pipeline import check_sender
 from gateway.predicates import Facts
 from gateway.rules import decide
 from gateway.runtime import Runtime
@@ -16,13 +17,14 @@ from gateway.threads import find_case
 def explain(runtime: Runtime, raw: bytes) -> dict[str, Any]:
     message = parse(raw)
     sender = identify(message.from_addr, message.from_name, runtime.registry())
+    verdict = check_sender(runtime, message, "explain", sender)
     automated = loops.automated_reason(message, runtime.config.service.address)
     thread = find_case(runtime.store.conn, message, sender, runtime.config.service.case_prefix)
     facts = Facts(
         message=message,
         sender=sender,
         case_state=thread.status,
-        authenticated=False,
+        authenticated=verdict.authenticated,
         automated=automated is not None,
         open_hours=runtime.is_open(clock.now()),
     )
@@ -33,6 +35,7 @@ def explain(runtime: Runtime, raw: bytes) -> dict[str, Any]:
         f"{', roles ' + ', '.join(sender.role_names) if sender.roles else ''})",
         f"subject:   {message.subject}",
         f"automated: {automated or 'no'}",
+        f"auth:      {'yes' if verdict.authenticated else 'no'} ({verdict.reason})",
         f"thread:    {thread.reason}" + (f" -> case {thread.case_id}" if thread.case_id else ""),
         f"defects:   {', '.join(message.defects) or 'none'}",
         "rules fired:",

@@ -14,10 +14,16 @@ from typing import Any
 
 import mailparser
 
+from gateway import limits
 from gateway.addresses import parse_mailboxes
+from gateway.limits import MessageTooComplex
 
-_MSGID = re.compile(r"<[^<>\s]+>")
-_CTRL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]+")
+# Printable ASCII only: a Message-ID we keep may go back out in In-Reply-To and References.
+_MSGID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+>")
+# C0 and C1 controls and the Unicode line and paragraph separators: anything that could
+# end a header line once a value is reused in mail we send. Tab stays (it is whitespace).
+_CTRL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]+")
+_BOM = b"\xef\xbb\xbf"
 _TAGS = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.S | re.I)
 # Charsets Norwegian mail arrives in when the label is missing or wrong, best guess first.
 _FALLBACK_CHARSETS = ("utf-8", "cp1252", "iso-8859-15", "iso-8859-1")
@@ -85,7 +91,8 @@ def _bytes_to_text(data: bytes) -> str:
 
 def _header_map(msg: Message) -> dict[str, list[str]]:
     headers: dict[str, list[str]] = {}
-    for name, value in msg.items():
+    # raw_items: for 8-bit header bytes, items() would hand back a Header that prints as U+FFFD.
+    for name, value in msg.raw_items():
         text = value if isinstance(value, str) else str(value)
         # Raw 8-bit header bytes arrive as surrogate escapes under compat32.
         if any("\udc80" <= ch <= "\udcff" for ch in text):
@@ -139,13 +146,44 @@ def _defects(parsed: Any, msg: Message) -> list[str]:
 
 
 def parse(raw: bytes, envelope_from: str | None = None) -> InboundMessage:
-    """Parse a raw message; anything that does not stop us is noted as a defect instead."""
-    msg = email.message_from_bytes(raw, policy=compat32)
+    """Parse a raw message; anything that does not stop us is noted as a defect instead.
+
+    Raises MessageTooComplex, before any expensive work, for shapes built to exhaust the
+    parser (see gateway/limits.py); the pipeline quarantines those with the reason.
+    """
+    shape = limits.check(raw)
+    if shape.near_limits:
+        limits.probe(raw)
+    return parse_unchecked(raw, envelope_from)
+
+
+def parse_unchecked(raw: bytes, envelope_from: str | None = None) -> InboundMessage:
+    """The parse itself, for callers that have applied the limits (and the probe's child)."""
+    try:
+        return _parse(raw, envelope_from)
+    except RecursionError:
+        # The pre-scan's nesting estimate is a bound, not a proof; this is the backstop.
+        raise MessageTooComplex("structure nested too deeply to parse") from None
+
+
+def _mailboxes(values: list[str]) -> list[tuple[str, str]]:
+    """(decoded display name, address) from header values as they arrived.
+
+    Addresses are found before encoded-words are decoded: a display name such as
+    =?utf-8?q?kari=40nordby-skole.example?= must stay a name and never become the address.
+    """
+    return [(decode_text(name), address) for name, address in parse_mailboxes(values)]
+
+
+def _parse(raw: bytes, envelope_from: str | None) -> InboundMessage:
+    # A UTF-8 byte-order mark before the first header hides every header from the parser;
+    # the raw bytes are still kept exactly as they came.
+    msg = email.message_from_bytes(raw[len(_BOM) :] if raw.startswith(_BOM) else raw, policy=compat32)
     parsed = mailparser.MailParser(msg)
     headers = _header_map(msg)
     defects = _defects(parsed, msg)
     from_values = headers.get("from", [])
-    senders = parse_mailboxes([decode_text(v) for v in from_values])
+    senders = _mailboxes(from_values)
     if len(from_values) != 1:
         defects.append(f"from-headers: {len(from_values)}")
     message_id = next(iter(_message_ids(headers.get("message-id", []))), "")
@@ -155,10 +193,10 @@ def parse(raw: bytes, envelope_from: str | None = None) -> InboundMessage:
         sha256=hashlib.sha256(raw).hexdigest(),
         message_id=message_id,
         from_addr=senders[0][1] if senders else "",
-        from_name=decode_text(senders[0][0]) if senders else "",
+        from_name=senders[0][0] if senders else "",
         from_count=len(senders),
-        to=[a for _, a in parse_mailboxes([decode_text(v) for v in headers.get("to", [])])],
-        cc=[a for _, a in parse_mailboxes([decode_text(v) for v in headers.get("cc", [])])],
+        to=[a for _, a in parse_mailboxes(headers.get("to", []))],
+        cc=[a for _, a in parse_mailboxes(headers.get("cc", []))],
         subject=decode_text(headers.get("subject", [""])[0]),
         body=_body(parsed, defects),
         in_reply_to=_message_ids(headers.get("in-reply-to", [])),

@@ -8,6 +8,7 @@ import logging
 import os
 import smtplib
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from email.message import EmailMessage
@@ -38,6 +39,7 @@ class Outgoing:
     reply_to: str = ""
     from_name: str = ""
     attachments: list[tuple[str, str, bytes]] = field(default_factory=list)  # name, mime, data
+    html: str = ""  # an HTML alternative to the text body, for digests
 
 
 def compose(config: Config, mail: Outgoing) -> tuple[str, bytes]:
@@ -63,6 +65,8 @@ def compose(config: Config, mail: Outgoing) -> tuple[str, bytes]:
         msg["Auto-Submitted"] = mail.auto_submitted
     msg[LOOP_HEADER] = service.address
     msg.set_content(mail.body, charset="utf-8")
+    if mail.html:
+        msg.add_alternative(mail.html, subtype="html", charset="utf-8")
     for name, mime, data in mail.attachments:
         maintype, _, subtype = mime.partition("/")
         msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
@@ -120,15 +124,20 @@ class Deliverer:
             (clock.iso(), limit),
         )
 
-    def flush(self) -> FlushReport:
-        """Deliver everything due now; a relay that is down defers, it never drops."""
+    def flush(self, paused: Callable[[], bool] = lambda: False) -> FlushReport:
+        """Deliver everything due now; a relay that is down defers, it never drops.
+
+        `paused` is asked before each mail, so a stopping server ends between two sends.
+        """
         report = FlushReport()
         try:
-            while True:
+            while not paused():
                 rows = self.due()
                 if not rows:
                     break
                 for row in rows:
+                    if paused():
+                        break
                     self._attempt(row, report)
                 if report.deferred and not report.sent:
                     break
@@ -215,6 +224,10 @@ class Deliverer:
                 " sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE id = ?",
                 (status, error, status, clock.iso(), row["id"]),
             )
+            if status == "failed":  # a failed change notice must reach an agent at once
+                from gateway.change_notices import alert_undelivered  # it queues through this module
+
+                alert_undelivered(conn, self.config)
 
     def _defer(self, row: dict[str, Any], error: str) -> None:
         relay = self.config.relay

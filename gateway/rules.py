@@ -17,7 +17,18 @@ CATEGORIES = ("incident", "question", "change", "equipment", "end-user", "monito
 PRIORITIES = ("critical", "high", "normal", "low")
 SENDER_KINDS = ("agent", "contact", "end-user", "unknown")
 CASE_STATES = ("none", "new", "open", "pending", "resolved", "closed")
-ACTIONS = ("category", "priority", "queue", "reply", "hold", "refuse", "notify", "stop", "ask_missing")
+ACTIONS = (
+    "category",
+    "priority",
+    "queue",
+    "reply",
+    "hold",
+    "refuse",
+    "notify",
+    "stop",
+    "ask_missing",
+    "confirm",
+)
 
 Check = Callable[[Facts], str | None]
 
@@ -45,6 +56,7 @@ class Decision:
     replies: list[str] = field(default_factory=list)
     hold: str | None = None
     refuse: str | None = None
+    confirm: str | None = None
     notify: list[str] = field(default_factory=list)
     ask_missing: bool = False
     fired: list[tuple[str, str]] = field(default_factory=list)
@@ -62,6 +74,8 @@ class Decision:
             self.hold = then["hold"]
         if "refuse" in then:
             self.refuse = then["refuse"]
+        if "confirm" in then:
+            self.confirm = then["confirm"]
         for target in _as_list(then.get("notify", [])):
             if target not in self.notify:
                 self.notify.append(target)
@@ -218,7 +232,7 @@ def _check_then(then: Any, where: str, templates: set[str] | None) -> dict[str, 
             _choices(value, CATEGORIES, f"{where} then.category")
         if key == "priority":
             _choices(value, PRIORITIES, f"{where} then.priority")
-        if key in ("reply", "refuse") and templates is not None and value not in templates:
+        if key in ("reply", "refuse", "confirm") and templates is not None and value not in templates:
             raise RuleError(f"{where} then.{key}: no template {value!r} for every language")
         if key in ("stop", "ask_missing") and not isinstance(value, bool):
             raise RuleError(f"{where} then.{key}: must be true or false")

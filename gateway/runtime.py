@@ -7,6 +7,7 @@ import threading
 from datetime import datetime
 from functools import cached_property
 
+from gateway.auth import TxtLookup, dns_txt
 from gateway.config import Config
 from gateway.registry import Registry, RegistryError, RegistryFile
 from gateway.rules import Rule, load_rules
@@ -26,6 +27,8 @@ class Runtime:
         self._rules = load_rules(config.rules_dir, self.templates.events("customer"))
         # One lock serialises processing so a shared connection never interleaves transactions.
         self.lock = threading.RLock()
+        # DNS TXT lookups for DKIM keys; tests put an offline resolver here.
+        self.txt_lookup: TxtLookup = dns_txt
 
     def registry(self) -> Registry:
         """The current registry; a broken edit on disk keeps the last good one in service."""

@@ -151,3 +151,149 @@ def m002_imap(db: Database) -> None:
             PRIMARY KEY (mailbox, uidvalidity, uid)
         ) WITHOUT ROWID"""
     )
+
+
+@migrations()
+def m006_casework(db: Database) -> None:
+    """Change-order confirmations, escalation information per case, and gateway settings."""
+    # A technical contact's unauthenticated order waits here until the token comes back.
+    db.execute(
+        """
+        CREATE TABLE confirmations (
+            token TEXT PRIMARY KEY,
+            message INTEGER NOT NULL REFERENCES messages(id),
+            address TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            used_at TEXT,
+            case_id INTEGER REFERENCES cases(id)
+        ) WITHOUT ROWID"""
+    )
+    # One row per escalation field and case: present (and from which message) or asked for.
+    db.execute(
+        """
+        CREATE TABLE case_fields (
+            case_id INTEGER NOT NULL REFERENCES cases(id),
+            field TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('present', 'asked')),
+            evidence TEXT NOT NULL DEFAULT '',
+            at TEXT NOT NULL,
+            PRIMARY KEY (case_id, field)
+        ) WITHOUT ROWID"""
+    )
+    db.execute("CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID")
+
+
+@migrations()
+def m004_digests(db: Database) -> None:
+    """What each scheduled digest sent, so a second run for the same period sends nothing."""
+    # One row per period and audience ('agents', 'org:<id>' or an address); the unique key is
+    # what makes two overlapping cron runs send once.
+    db.execute(
+        """
+        CREATE TABLE digests_sent (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            period TEXT NOT NULL CHECK (period IN ('daily','weekly')),
+            period_start TEXT NOT NULL,
+            period_end TEXT NOT NULL,
+            audience TEXT NOT NULL,
+            recipients TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            sent_at TEXT NOT NULL,
+            UNIQUE (period, period_start, audience)
+        )"""
+    )
+    # The digest looks up 'asked-missing' events across all cases; without this it scans history.
+    db.execute("CREATE INDEX IF NOT EXISTS events_action ON events(action, case_id)")
+    db.execute("CREATE INDEX IF NOT EXISTS cases_created ON cases(created_at)")
+    db.execute("CREATE INDEX IF NOT EXISTS cases_resolved ON cases(resolved_at)")
+
+
+@migrations()
+def m005_search(db: Database) -> None:
+    """Full-text search over message subjects and bodies, kept current by triggers."""
+    # No diacritic folding: in Norwegian "på" and "pa", "får" and "far" are different words.
+    db.table("messages").enable_fts(
+        ["subject", "body"], create_triggers=True, tokenize="unicode61 remove_diacritics 0"
+    )
+
+
+@migrations()
+def m003_changes(db: Database) -> None:
+    """Planned and urgent changes, the notices sent about them, and monitoring alert pairing."""
+    # Times are UTC ISO stamps like everywhere else; the iCalendar UID stays fixed for the
+    # change's life while `sequence` counts the versions customers' calendars have seen.
+    db.execute(
+        """
+        CREATE TABLE changes (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            uid TEXT NOT NULL UNIQUE,
+            title TEXT NOT NULL,
+            description TEXT NOT NULL DEFAULT '',
+            impact TEXT NOT NULL DEFAULT '',
+            urgent INTEGER NOT NULL DEFAULT 0,
+            status TEXT NOT NULL CHECK (status IN ('planned','cancelled','completed')),
+            starts_at TEXT NOT NULL,
+            ends_at TEXT NOT NULL,
+            sequence INTEGER NOT NULL DEFAULT 0,
+            created_by TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX changes_window ON changes(status, starts_at)")
+    db.execute(
+        """
+        CREATE TABLE change_organizations (
+            change_id INTEGER NOT NULL REFERENCES changes(id),
+            organization TEXT NOT NULL,
+            PRIMARY KEY (change_id, organization)
+        ) WITHOUT ROWID"""
+    )
+    db.execute("CREATE INDEX change_organizations_org ON change_organizations(organization)")
+    # One row per mail: its delivery state is the outbox row's, never a copy that can drift.
+    db.execute(
+        """
+        CREATE TABLE change_notices (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            change_id INTEGER NOT NULL REFERENCES changes(id),
+            organization TEXT NOT NULL,
+            recipient TEXT NOT NULL,
+            role TEXT NOT NULL,
+            kind TEXT NOT NULL
+                CHECK (kind IN ('notice','urgent','update','cancel','reminder','complete')),
+            sequence INTEGER NOT NULL,
+            message_id TEXT NOT NULL UNIQUE REFERENCES outbox(message_id),
+            created_at TEXT NOT NULL,
+            alerted_at TEXT
+        )"""
+    )
+    db.execute("CREATE INDEX change_notices_change ON change_notices(change_id, recipient)")
+    # A change's history; `message` links replies and expected alerts (messages.id) to it.
+    db.execute(
+        """
+        CREATE TABLE change_events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            change_id INTEGER NOT NULL REFERENCES changes(id),
+            message INTEGER REFERENCES messages(id),
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT ''
+        )"""
+    )
+    db.execute("CREATE INDEX change_events_change ON change_events(change_id, id)")
+    # NAV's History-ID is the same on a down mail and its up mail: the pairing key.
+    db.execute(
+        """
+        CREATE TABLE monitoring_alerts (
+            history_id TEXT PRIMARY KEY,
+            device TEXT NOT NULL,
+            organization TEXT NOT NULL,
+            event_type TEXT NOT NULL DEFAULT '',
+            case_id INTEGER REFERENCES cases(id),
+            change_id INTEGER REFERENCES changes(id),
+            started_at TEXT NOT NULL,
+            ended_at TEXT
+        ) WITHOUT ROWID"""
+    )
+    db.execute("CREATE INDEX monitoring_alerts_device ON monitoring_alerts(device, ended_at)")

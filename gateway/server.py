@@ -7,7 +7,10 @@ import signal
 import threading
 from types import FrameType
 
+from gateway.casework import close_resolved
 from gateway.config import Config
+from gateway.lock import LockHeld, ServeLock
+from gateway.metrics import MetricsEndpoint
 from gateway.outbox import Deliverer, retry_now
 from gateway.pipeline import Result
 from gateway.runtime import Runtime
@@ -15,6 +18,7 @@ from gateway.smtp import Listener
 from gateway.store import StorageUnavailable
 
 log = logging.getLogger("gateway.server")
+HOUSEKEEPING_SECONDS = 3600.0
 
 
 class OutboxWorker(threading.Thread):
@@ -39,7 +43,7 @@ class OutboxWorker(threading.Thread):
             while not self.stopping.is_set():
                 self.wake.clear()
                 try:
-                    report = deliverer.flush()
+                    report = deliverer.flush(paused=self.stopping.is_set)
                     if report.sent or report.failed:
                         log.info("outbox %s", report)
                 except StorageUnavailable as exc:
@@ -63,12 +67,20 @@ class Server:
         self.listener = Listener(self.runtime, on_stored=self._stored, port=port)
         self.stopped = threading.Event()
         self.fetcher: threading.Thread | None = None
+        self.serve_lock = ServeLock(config.storage.path)
+        self.metrics: MetricsEndpoint | None = None
 
     def _stored(self, result: Result) -> None:
         if result.replies:
             self.outbox.wake.set()
 
     def start(self) -> None:
+        try:
+            self.serve_lock.acquire("gateway serve")
+        except LockHeld as exc:
+            raise StorageUnavailable(f"another gateway serve uses this store: {exc}") from None
+        if self.runtime.config.metrics.port:
+            self.metrics = MetricsEndpoint(self.runtime.config)
         self.outbox.start()
         self.listener.start()
         if self.runtime.config.imap is not None:
@@ -76,8 +88,21 @@ class Server:
 
             self.fetcher = FetchWorker(self.runtime.config, on_stored=self._stored, stop=self.stopped)
             self.fetcher.start()
+        self.housekeeping = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
+        self.housekeeping.start()
         host, port = self.listener.address
         log.info("listening on %s:%s for %s", host, port, self.runtime.config.service.address)
+
+    def _housekeeping(self) -> None:
+        """Hourly chores that need no cron line: resolved cases close after service.autoclose_days."""
+        while not self.stopped.wait(HOUSEKEEPING_SECONDS):
+            try:
+                with self.runtime.lock:
+                    closed = close_resolved(self.runtime)
+                if closed:
+                    log.info("closed %d resolved case(s): %s", len(closed), closed)
+            except StorageUnavailable as exc:
+                log.error("housekeeping skipped, store unavailable: %s", exc)
 
     def stop(self) -> None:
         log.info("stopping: no new mail, finishing what is in flight")
@@ -87,6 +112,9 @@ class Server:
             self.fetcher.join(timeout=60)
         self.outbox.stop()
         self.runtime.close()
+        if self.metrics is not None:
+            self.metrics.stop()
+        self.serve_lock.release()
 
     def run_until_signalled(self) -> None:
         def _handle(signum: int, frame: FrameType | None) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from gateway.pipeline import Result, describe, process
+from gateway.pipeline import Result, process
 from gateway.runtime import Runtime
 from gateway.store import StorageUnavailable
 
@@ -26,6 +27,9 @@ class IntakeHandler:
         # One worker: SQLite has one writer anyway, and the event loop stays free for I/O.
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intake")
         self.accepting = True
+        # DATA commands between "accepted for processing" and "answer written"; stop() waits for none.
+        self.in_flight = 0
+        self.idle = threading.Condition()
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
@@ -36,8 +40,25 @@ class IntakeHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        if not self.accepting:
-            return "421 4.3.2 Shutting down, try again later"
+        with self.idle:
+            if not self.accepting:
+                return "421 4.3.2 Shutting down, try again later"
+            self.in_flight += 1
+        try:
+            return await self._data(envelope)
+        finally:
+            # aiosmtpd writes our answer in the same step as this return, before stop() can cancel us.
+            with self.idle:
+                self.in_flight -= 1
+                self.idle.notify_all()
+
+    def drain(self, timeout: float) -> None:
+        """Refuse new messages, then wait until every accepted one is stored and answered."""
+        with self.idle:
+            self.accepting = False
+            self.idle.wait_for(lambda: self.in_flight == 0, timeout)
+
+    async def _data(self, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
         mail_from = envelope.mail_from or ""
         loop = asyncio.get_running_loop()
@@ -49,7 +70,6 @@ class IntakeHandler:
         except Exception:  # anything of ours that escapes is temporary, never a bounce
             log.exception("unexpected failure, message not accepted")
             return "451 4.3.0 Temporary local error, please retry"
-        log.info("smtp %s", describe(result))
         if self.on_stored is not None:
             self.on_stored(result)
         return f"250 2.0.0 Stored as {result.outcome}"
@@ -87,8 +107,8 @@ class Listener:
         self.controller.start()
 
     def stop(self) -> None:
-        """Stop taking mail; let the message being processed finish first."""
-        self.handler.accepting = False
+        """Stop taking mail; let the messages being processed finish and get their answer first."""
+        self.handler.drain(timeout=120)
         self.handler.worker.shutdown(wait=True)
         self.controller.stop()
 

@@ -62,8 +62,19 @@ class Templates:
         self.env.filters["date_en"] = self._date_en
         self.env.filters["datetime_nb"] = self._datetime_nb
         self.env.filters["datetime_en"] = self._datetime_en
+        self.env.filters["short_nb"] = self._short_nb
+        self.env.filters["short_en"] = self._short_en
         self.env.filters["role_nb"] = lambda role: ROLES.get(role, role)
         self.env.filters["role_en"] = lambda role: ROLE_NAMES_EN.get(role, role)
+        # HTML parts get their own environment so autoescape is on for them and off for text mail.
+        self.html_env = Environment(
+            loader=FileSystemLoader(str(directory)),
+            undefined=StrictUndefined,
+            autoescape=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.html_env.filters.update(self.env.filters)
 
     def _local(self, moment: datetime) -> datetime:
         return moment.astimezone(self.zone) if moment.tzinfo else moment
@@ -75,6 +86,18 @@ class Templates:
     def _date_en(self, moment: datetime) -> str:
         local = self._local(moment)
         return f"{local:%A} {local.day} {local:%B %Y}"
+
+    def _short_nb(self, moment: datetime) -> str:
+        # Table cells on a phone have no room for the weekday and the full month.
+        local = self._local(moment)
+        month = MONTHS_NB[local.month - 1]
+        # Bokmål abbreviates only the long names: "nov.", but "mai" and "juni" stay whole.
+        short = month if len(month) <= 4 else month[:3] + "."
+        return f"{local.day}. {short} {local.year}"
+
+    def _short_en(self, moment: datetime) -> str:
+        local = self._local(moment)
+        return f"{local.day} {local:%b %Y}"
 
     def _datetime_nb(self, moment: datetime) -> str:
         return f"{self._date_nb(moment)} kl. {self._local(moment):%H:%M}"
@@ -89,6 +112,11 @@ class Templates:
         subject = "".join(template.blocks["subject"](ctx)).strip()
         body = "".join(template.blocks["body"](ctx)).strip() + "\n"
         return Rendered(subject=" ".join(subject.split()), body=body)
+
+    def render_html(self, language: str, audience: str, event: str, context: dict[str, Any]) -> str:
+        """Render templates/<lang>/<audience>/<event>.html.j2 as a whole document, autoescaped."""
+        template = self.html_env.get_template(f"{language}/{audience}/{event}.html.j2")
+        return template.render(dict(context))
 
     def events(self, audience: str) -> set[str]:
         """Events with a template in every language, so rules can only name complete ones."""

@@ -7,6 +7,7 @@ import socket
 import textwrap
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import message_from_bytes
@@ -148,7 +149,7 @@ def mail(
         f"From: {sender}",
         f"To: {to}",
         f"Subject: {subject}",
-        f"Message-ID: {message_id or f'<{time.monotonic_ns()}@client.example>'}",
+        f"Message-ID: {message_id or f'<{uuid.uuid4().hex}@client.example>'}",
         "Date: Tue, 24 Nov 2026 10:00:00 +0100",
         "MIME-Version: 1.0",
         "Content-Type: text/plain; charset=utf-8",

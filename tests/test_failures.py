@@ -125,7 +125,7 @@ def test_kill_9_after_accept_sends_the_receipt_once_after_restart(tmp_path: Path
     try:
         assert smtp_send(smtp_port, mail(message_id="<crash@nordby-skole.example>"))[0] == 250
         db = load_config(config_path).storage.database
-        wait_for(lambda: _counts(db)[3] == 1, what="receipt queued")
+        wait_for(lambda: _counts(db)[3] >= 1, what="receipt queued")
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
@@ -136,7 +136,7 @@ def test_kill_9_after_accept_sends_the_receipt_once_after_restart(tmp_path: Path
             wait_for(lambda: relay.to(KARI), timeout=30, what="receipt after restart")
             conn = sqlite3.connect(db)
             wait_for(
-                lambda: conn.execute("SELECT status FROM outbox").fetchone()[0] == "sent",
+                lambda: conn.execute("SELECT status FROM outbox WHERE kind = 'receipt'").fetchone()[0] == "sent",
                 what="outbox row marked sent",
             )
             conn.close()

@@ -1,0 +1,765 @@
+"""End-to-end SMTP throughput of `gateway serve`: mail in over SMTP, receipts out to a relay.
+
+    .venv/bin/python bench/smtp_throughput.py [--messages N] [--connections C]
+                                             [--preload CASES] [--json OUT]
+
+What runs (all on loopback):
+  * a recording relay (aiosmtpd) in its own process, counting what it receives and when;
+  * the real `gateway --config <tmp>/gateway.toml serve --port P` as a subprocess, with storage
+    in a temp dir and the repo's registry, rules and templates;
+  * C client threads here, each holding one SMTP session and sending its share of N mixed
+    customer mails (see mailmix.py), timing each sendmail() until the 250 reply.
+The clock starts at the first send and stops when the relay has one receipt per message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import smtplib
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import snapshot
+from mailmix import REPO, SERVICE_ADDRESS, contact_senders, generate
+
+GATEWAY_BIN = Path(sys.executable).parent / "gateway"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (aiosmtpd cannot be given port 0)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(q / 100 * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """VmHWM/VmRSS in kB from /proc/<pid>/status."""
+    found: dict[str, int] = {}
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/status", encoding="ascii") as handle:
+        for line in handle:
+            key, _, value = line.partition(":")
+            if key in ("VmHWM", "VmRSS"):
+                found[key] = int(value.split()[0])
+    return found
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (and its waited-for children), in seconds."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            fields = handle.read().rpartition(")")[2].split()
+    except OSError:
+        return float("nan")
+    ticks = sum(int(v) for v in fields[11:13])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def connect_ro(db: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+
+
+def db_counts(db: Path) -> dict[str, Any]:
+    conn = connect_ro(db)
+    try:
+        one = lambda sql: conn.execute(sql).fetchone()[0]  # noqa: E731
+        return {
+            "cases": one("SELECT count(*) FROM cases"),
+            "max_case_id": one("SELECT coalesce(max(id), 0) FROM cases"),
+            "messages_in": one("SELECT count(*) FROM messages WHERE direction = 'in'"),
+            "outbox": dict(conn.execute("SELECT status, count(*) FROM outbox GROUP BY status").fetchall()),
+            "quarantine": one("SELECT count(*) FROM quarantine"),
+            "dispositions": dict(
+                conn.execute("SELECT disposition, count(*) FROM messages GROUP BY disposition").fetchall()
+            ),
+        }
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------- the relay process
+
+_IN_REPLY_TO = re.compile(rb"^In-Reply-To:[ \t]*(<[^>\r\n]+>)", re.M | re.I)
+
+
+class _RecordingHandler:
+    def __init__(self, counter: Any) -> None:
+        self.counter = counter
+        self.arrivals: list[float] = []
+        self.in_reply_to: list[str] = []
+        self.recipients: Counter[str] = Counter()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        now = time.monotonic()  # CLOCK_MONOTONIC: the same clock in every process on Linux
+        raw = envelope.original_content or b""
+        head = raw.split(b"\r\n\r\n", 1)[0]
+        found = _IN_REPLY_TO.search(head)
+        self.arrivals.append(now)
+        self.in_reply_to.append(found.group(1).decode("ascii", "replace") if found else "")
+        for rcpt in envelope.rcpt_tos:
+            self.recipients[rcpt] += 1
+        with self.counter.get_lock():
+            self.counter.value += 1
+        return "250 2.0.0 OK recorded"
+
+
+def relay_main(conn: Any, counter: Any) -> None:
+    """Child process: run the recording relay until told to stop, then send back what it saw."""
+    from aiosmtpd.controller import Controller
+
+    handler = _RecordingHandler(counter)
+    controller = None
+    for _ in range(10):  # the port we picked can be taken between bind and listen: pick again
+        port = free_port()
+        try:
+            controller = Controller(handler, hostname="127.0.0.1", port=port, decode_data=False)
+            controller.start()
+            break
+        except Exception as exc:
+            controller = None
+            error = exc
+    if controller is None:
+        conn.send(("error", repr(error)))
+        return
+    conn.send(("ready", port))
+    try:
+        while conn.recv() != "stop":
+            pass
+    finally:
+        controller.stop()
+        conn.send(
+            {
+                "arrivals": handler.arrivals,
+                "in_reply_to": handler.in_reply_to,
+                "recipients": dict(handler.recipients),
+            }
+        )
+
+
+class Relay:
+    def __init__(self) -> None:
+        ctx = mp.get_context("spawn")  # a clean interpreter, no threads inherited from here
+        self.counter = ctx.Value("q", 0)
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=relay_main, args=(child, self.counter), name="bench-relay")
+        self.port = 0
+
+    def start(self, timeout: float = 30.0) -> Relay:
+        self.process.start()
+        if not self.conn.poll(timeout):
+            raise TimeoutError("relay process did not start")
+        status, value = self.conn.recv()
+        if status != "ready":
+            raise RuntimeError(f"relay failed to start: {value}")
+        self.port = int(value)
+        return self
+
+    @property
+    def count(self) -> int:
+        return int(self.counter.value)
+
+    def stop(self) -> dict[str, Any]:
+        self.conn.send("stop")
+        report: dict[str, Any] = self.conn.recv() if self.conn.poll(60) else {}
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.terminate()
+        return report
+
+
+# --------------------------------------------------------------------------- gateway set-up
+
+
+def write_config(tmp: Path, smtp_port: int, relay_port: int, source: Path = REPO) -> Path:
+    def q(path: Path) -> str:
+        return json.dumps(str(path))  # a TOML basic string is a JSON string for paths
+
+    text = f"""\
+[service]
+address = "{SERVICE_ADDRESS}"
+name = "Servicesenteret"
+case_prefix = "SSC"
+language = "nb"
+timezone = "Europe/Oslo"
+phone = "73557900"
+# High on purpose: the bench sends thousands of mails per sender per hour and wants every receipt.
+receipt_limit_per_hour = 1000000
+# No on_call_address: a critical out-of-hours mail would otherwise also send an alert,
+# and the count check expects exactly one outgoing mail per message.
+
+[storage]
+path = {q(tmp / "var")}
+
+[smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+
+[relay]
+host = "127.0.0.1"
+port = {relay_port}
+timeout = 30
+retry_initial_seconds = 1
+retry_max_seconds = 5
+
+[registry]
+file = {q(source / "data" / "contacts.toml")}
+
+[paths]
+rules = {q(source / "rules")}
+templates = {q(source / "templates")}
+"""
+    path = tmp / "gateway.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def create_schema(db: Path, env: dict[str, str]) -> None:
+    """Open the gateway's Store once (in the benchmarked code's interpreter) so its migrations run."""
+    code = "import sys, pathlib; from gateway.store import Store; Store(pathlib.Path(sys.argv[1])).close()"
+    subprocess.run([sys.executable, "-c", code, str(db)], check=True, env=env)
+
+
+def preload(db: Path, cases: int, env: dict[str, str], registry: Path, seed: int = 7) -> dict[str, Any]:
+    """Fill the store with `cases` closed-ish cases, each with its message, raw mail, history,
+    thread refs, a sent receipt and an old auto_replies row, in one transaction."""
+    started = time.monotonic()
+    create_schema(db, env)
+    rng = random.Random(seed)
+    senders = contact_senders(registry)
+    orgs = {
+        "nordby-skole.example": "nordby-skole",
+        "fjellvik.kommune.example": "fjellvik-kommune",
+        "vestland-college.example": "vestland-college",
+    }
+    now = datetime.now(UTC)
+    statuses = ["closed"] * 70 + ["resolved"] * 15 + ["open"] * 8 + ["pending"] * 2 + ["new"] * 5
+    categories = ["incident"] * 6 + ["question"] * 3 + ["change"]
+    conn = sqlite3.connect(str(db), isolation_level=None)
+    conn.execute("PRAGMA synchronous = OFF")  # bulk set-up only; the gateway runs with FULL
+    conn.execute("PRAGMA foreign_keys = OFF")
+    start_id = conn.execute("SELECT coalesce(max(id), 0) FROM cases").fetchone()[0] + 1
+    raws, case_rows, msg_rows, ref_rows, event_rows, outbox_rows, auto_rows = [], [], [], [], [], [], []
+    for n in range(cases):
+        case_id = start_id + n
+        sender = senders[n % len(senders)]
+        domain = sender.email.partition("@")[2]
+        created = now - timedelta(days=1 + rng.random() * 900)
+        iso = created.isoformat(timespec="microseconds")
+        later = (created + timedelta(hours=rng.randint(1, 300))).isoformat(timespec="microseconds")
+        status = rng.choice(statuses)
+        subject = f"Nettet er nede på rom {rng.randint(1, 240)} ({n})"
+        body = (
+            f"Hei,\r\n\r\nnettet er nede på rom {n % 240} siden i morges. Elevene får ikke logget på."
+            f"\r\n\r\nMed vennlig hilsen\r\n{sender.name}\r\n"
+        )
+        mid = f"<preload.{n}.{rng.getrandbits(32):08x}@{domain}>"
+        raw = (
+            f"From: {sender.name} <{sender.email}>\r\nTo: {SERVICE_ADDRESS}\r\nSubject: {subject}\r\n"
+            f"Date: {created:%a, %d %b %Y %H:%M:%S +0000}\r\nMessage-ID: {mid}\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" + body
+        ).encode("utf-8")
+        digest = hashlib.sha256(raw).hexdigest()
+        raws.append((digest, len(raw), raw, iso))
+        case_rows.append(
+            (
+                case_id,
+                subject,
+                status,
+                rng.choice(categories),
+                "normal",
+                "first-line",
+                orgs.get(domain),
+                sender.email,
+                sender.name,
+                "en" if "college" in domain else "nb",
+                iso,
+                later,
+                later,
+                later if status in ("resolved", "closed") else None,
+                later if status == "closed" else None,
+            )
+        )
+        msg_rows.append(
+            (
+                mid,
+                mid,
+                case_id,
+                "opened the case",
+                sender.email,
+                sender.name,
+                json.dumps([SERVICE_ADDRESS]),
+                subject,
+                body,
+                digest,
+                iso,
+            )
+        )
+        out_mid = f"<{created:%Y%m%d%H%M%S%f}.{rng.getrandbits(48):012x}@service.example>"
+        receipt = (
+            f"From: Servicesenteret <{SERVICE_ADDRESS}>\r\nTo: {sender.email}\r\n"
+            f"Subject: [SSC#{case_id}] Vi har mottatt henvendelsen din: {subject}\r\n"
+            f"Message-ID: {out_mid}\r\nIn-Reply-To: {mid}\r\nAuto-Submitted: auto-replied\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n\r\n"
+            + "takk for henvendelsen. Den er registrert som sak.\r\n"
+            * 12
+        ).encode("utf-8")
+        ref_rows.append((mid, case_id))
+        ref_rows.append((out_mid, case_id))
+        outbox_rows.append((out_mid, case_id, json.dumps([sender.email]), receipt, iso, iso, iso))
+        auto_rows.append((sender.email, iso))
+        event_rows.append((case_id, iso, sender.email, "opened", "category=incident", "incident-words"))
+        event_rows.append((case_id, iso, "gateway", "threaded", "new case", "no reference to a known case"))
+        event_rows.append((case_id, iso, "rules", "rule-fired", "receipt-for-new-case", "sender is contact"))
+        event_rows.append((case_id, iso, "gateway", "reply-queued", "receipt", f"to {sender.email}"))
+        if status in ("resolved", "closed"):
+            event_rows.append((case_id, later, "mona@service.example", status, "", ""))
+    built = time.monotonic()
+    conn.execute("BEGIN")
+    conn.executemany("INSERT INTO raw_messages (sha256, size, raw, stored_at) VALUES (?, ?, ?, ?)", raws)
+    conn.executemany(
+        "INSERT INTO cases (id, subject, status, category, priority, queue, organization, requester,"
+        " requester_name, language, created_at, updated_at, first_response_at, resolved_at, closed_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        case_rows,
+    )
+    conn.executemany(
+        "INSERT INTO messages (message_id, direction, dedupe_key, case_id, disposition, reason, source,"
+        " from_addr, from_name, to_addrs, subject, body, sha256, created_at)"
+        " VALUES (?, 'in', ?, ?, 'case', ?, 'smtp', ?, ?, ?, ?, ?, ?, ?)",
+        msg_rows,
+    )
+    conn.executemany("INSERT OR IGNORE INTO message_refs (message_id, case_id) VALUES (?, ?)", ref_rows)
+    conn.executemany(
+        "INSERT INTO events (case_id, at, actor, action, detail, reason) VALUES (?, ?, ?, ?, ?, ?)",
+        event_rows,
+    )
+    conn.executemany(
+        "INSERT INTO outbox (message_id, case_id, kind, mail_from, recipients, raw, status, attempts,"
+        " next_attempt_at, created_at, sent_at)"
+        f" VALUES (?, ?, 'receipt', '{SERVICE_ADDRESS}', ?, ?, 'sent', 1, ?, ?, ?)",
+        outbox_rows,
+    )
+    conn.executemany("INSERT INTO auto_replies (recipient, at) VALUES (?, ?)", auto_rows)
+    conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.execute("ANALYZE")
+    conn.close()
+    done = time.monotonic()
+    return {
+        "cases": cases,
+        "seconds": round(done - started, 2),
+        "build_seconds": round(built - started, 2),
+        "insert_seconds": round(done - built, 2),
+        "db_bytes": db.stat().st_size,
+    }
+
+
+class Gateway:
+    def __init__(self, config: Path, port: int, log: Path, env: dict[str, str]) -> None:
+        self.config = config
+        self.env = env
+        self.port = port
+        self.log_path = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> Gateway:
+        self.log = open(self.log_path, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [str(GATEWAY_BIN), "--config", str(self.config), "serve", "--port", str(self.port)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=self.config.parent,
+            env=self.env,
+        )
+
+        def accepting() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                tail = self.log_path.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{tail}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return True
+            except OSError:
+                return False
+
+        wait_for(accepting, timeout, f"the gateway to accept connections on port {self.port}")
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.log.close()
+        return self.proc.returncode
+
+
+# --------------------------------------------------------------------------- the load
+
+
+class Client(threading.Thread):
+    """One SMTP session sending a share of the messages back to back."""
+
+    def __init__(
+        self, port: int, batch: list[tuple[str, str, bytes, str]], start: threading.Barrier, deadline: float
+    ) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.batch = batch
+        self.start_barrier = start
+        self.deadline = deadline
+        self.timings: list[tuple[float, float]] = []  # (sendmail called, 250 received)
+        self.failures: Counter[str] = Counter()
+        self.sent_ids: list[str] = []
+
+    def run(self) -> None:
+        smtp: smtplib.SMTP | None = None
+        try:
+            smtp = smtplib.SMTP("127.0.0.1", self.port, timeout=120)
+            smtp.ehlo("bench-client.example")
+        except (OSError, smtplib.SMTPException) as exc:
+            self.failures[f"connect: {exc}"] += len(self.batch)
+            smtp = None
+        self.start_barrier.wait()
+        if smtp is None:
+            return
+        for _kind, sender, raw, message_id in self.batch:
+            if time.monotonic() > self.deadline:
+                self.failures["not sent: deadline"] += 1
+                continue
+            began = time.monotonic()
+            try:
+                smtp.sendmail(sender, [SERVICE_ADDRESS], raw)
+            except smtplib.SMTPResponseException as exc:
+                self.failures[f"{exc.smtp_code} {exc.smtp_error[:60]!r}"] += 1
+                continue
+            except (OSError, smtplib.SMTPException) as exc:
+                self.failures[f"{type(exc).__name__}: {exc}"[:100]] += 1
+                break
+            self.timings.append((began, time.monotonic()))
+            self.sent_ids.append(message_id)
+        with contextlib.suppress(OSError, smtplib.SMTPException):
+            smtp.quit()
+
+
+# --------------------------------------------------------------------------- main
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    wall_started = time.monotonic()
+    tmp = Path(tempfile.mkdtemp(prefix="gw-bench-", dir=args.workdir))
+    results: dict[str, Any] = {
+        "messages": args.messages,
+        "connections": args.connections,
+        "preload": args.preload,
+        "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "workdir": str(tmp)},
+    }
+    env = dict(os.environ)
+    if args.ref:
+        source, sha = snapshot.export(args.ref, tmp / "src")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(source), env.get("PYTHONPATH", "")) if p)
+        results["code"] = {"source": f"git {args.ref}", "commit": sha}
+    else:
+        source = REPO
+        results["code"] = snapshot.describe_worktree()
+    relay = Relay().start()
+    gateway: Gateway | None = None
+    try:
+        smtp_port = free_port()
+        config = write_config(tmp, smtp_port, relay.port, source)
+        db = tmp / "var" / "gateway.db"
+        if args.preload:
+            print(f"preloading {args.preload} cases ...", flush=True)
+            results["preload_stats"] = preload(db, args.preload, env, source / "data" / "contacts.toml")
+            print(f"  done in {results['preload_stats']['seconds']} s", flush=True)
+
+        t = time.monotonic()
+        run_id = f"{int(time.time())}{os.getpid()}"
+        batch = generate(args.messages, run_id, seed=args.seed, registry=source / "data" / "contacts.toml")
+        results["mix"] = dict(Counter(kind for kind, *_ in batch))
+        results["mix_bytes"] = sum(len(raw) for _k, _s, raw, _m in batch)
+        print(
+            f"generated {len(batch)} messages ({results['mix_bytes'] / 1e6:.1f} MB) in"
+            f" {time.monotonic() - t:.1f} s: {results['mix']}",
+            flush=True,
+        )
+
+        gateway = Gateway(config, smtp_port, tmp / "gateway.log", env).start()
+        before = db_counts(db)
+        cpu_before = proc_cpu_seconds(gateway.pid)
+        print(
+            f"gateway pid {gateway.pid} on port {smtp_port}, relay on port {relay.port}; sending ...",
+            flush=True,
+        )
+
+        deadline = time.monotonic() + args.timeout
+        barrier = threading.Barrier(args.connections)
+        clients = [
+            Client(smtp_port, batch[i :: args.connections], barrier, deadline)
+            for i in range(args.connections)
+        ]
+        for client in clients:
+            client.start()
+        last_report = time.monotonic()
+        while any(c.is_alive() for c in clients):
+            time.sleep(0.05)
+            if time.monotonic() - last_report > 5:
+                accepted = sum(len(c.timings) for c in clients)
+                print(f"  accepted {accepted}, receipts at relay {relay.count}", flush=True)
+                last_report = time.monotonic()
+        timings = [t for c in clients for t in c.timings]
+        failures = sum((c.failures for c in clients), Counter())
+        sent_ids = {m for c in clients for m in c.sent_ids}
+        first_send = min(b for b, _ in timings) if timings else time.monotonic()
+        last_accept = max(e for _, e in timings) if timings else first_send
+        print(
+            f"  all sent: {len(timings)} accepted in {last_accept - first_send:.1f} s;"
+            " waiting for receipts ...",
+            flush=True,
+        )
+
+        incomplete = ""
+        try:
+            wait_for(
+                lambda: relay.count >= len(timings),
+                max(1.0, deadline - time.monotonic()),
+                f"{len(timings)} receipts at the relay",
+                interval=0.01,
+            )
+        except TimeoutError as exc:
+            incomplete = str(exc)
+            print(f"  {exc}", flush=True)
+        # Let the outbox mark the last row sent (it updates the DB right after the relay's 250).
+        with contextlib.suppress(TimeoutError):
+            wait_for(
+                lambda: (
+                    db_counts(db)["outbox"].get("sent", 0) - before["outbox"].get("sent", 0) >= len(timings)
+                ),
+                10,
+                "outbox rows marked sent",
+                interval=0.1,
+            )
+
+        memory = proc_status(gateway.pid)
+        cpu = proc_cpu_seconds(gateway.pid) - cpu_before
+        after = db_counts(db)
+        code = gateway.stop()
+        relay_report = relay.stop()
+        relay = None  # type: ignore[assignment]
+
+        arrivals = sorted(relay_report.get("arrivals", []))
+        in_reply_to = set(relay_report.get("in_reply_to", []))
+        latencies = sorted((e - b) * 1000 for b, e in timings)
+        accepted = len(timings)
+        last_receipt = arrivals[-1] if arrivals else float("nan")
+        e2e_seconds = last_receipt - first_send
+        complete = bool(arrivals) and len(arrivals) >= accepted and not incomplete
+        accept_seconds = last_accept - first_send
+        new_cases = after["cases"] - before["cases"]
+        new_sent = after["outbox"].get("sent", 0) - before["outbox"].get("sent", 0)
+        log_text = (tmp / "gateway.log").read_text(errors="replace")
+        checks = {
+            "accepted == N": accepted == args.messages,
+            "cases == N": new_cases == args.messages,
+            "outbox sent == N": new_sent == args.messages,
+            "receipts at relay == N": len(arrivals) == args.messages,
+            "every message got a receipt": sent_ids <= in_reply_to,
+        }
+        results.update(
+            {
+                "accepted": accepted,
+                "failures": dict(failures),
+                "incomplete": incomplete,
+                "receipts_at_relay": len(arrivals),
+                "e2e_seconds": round(e2e_seconds, 3),
+                # Only meaningful when every receipt arrived; otherwise null and "incomplete" says why.
+                "e2e_msgs_per_s": round(accepted / e2e_seconds, 1) if complete else None,
+                "accept_seconds": round(accept_seconds, 3),
+                "accept_msgs_per_s": round(accepted / accept_seconds, 1) if accept_seconds > 0 else 0.0,
+                "outbox_drain_after_last_accept_s": round(last_receipt - last_accept, 3)
+                if complete
+                else None,
+                "first_receipt_after_first_send_s": round(arrivals[0] - first_send, 3) if arrivals else None,
+                "latency_ms": {
+                    "p50": round(percentile(latencies, 50), 2),
+                    "p90": round(percentile(latencies, 90), 2),
+                    "p99": round(percentile(latencies, 99), 2),
+                    "max": round(latencies[-1], 2) if latencies else None,
+                    "mean": round(sum(latencies) / len(latencies), 2) if latencies else None,
+                },
+                "gateway": {
+                    "peak_rss_mb": round(memory.get("VmHWM", 0) / 1024, 1),
+                    "rss_end_mb": round(memory.get("VmRSS", 0) / 1024, 1),
+                    "cpu_seconds": round(cpu, 2),
+                    "cpu_utilisation": round(cpu / e2e_seconds, 2) if complete else None,
+                    "exit_code": code,
+                    "log_errors": sum(1 for line in log_text.splitlines() if " ERROR " in line),
+                    "log_warnings": sum(1 for line in log_text.splitlines() if " WARNING " in line),
+                },
+                "db": {
+                    "before": before,
+                    "after": after,
+                    "new_cases": new_cases,
+                    "new_outbox_sent": new_sent,
+                    "db_bytes": db.stat().st_size,
+                },
+                "checks": checks,
+                "ok": all(checks.values()) and not incomplete,
+                "target_msgs_per_s": args.target,
+                "wall_seconds": round(time.monotonic() - wall_started, 1),
+            }
+        )
+        return results
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        if relay is not None:
+            relay.stop()
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def summary(r: dict[str, Any]) -> str:
+    lat = r["latency_ms"]
+    gw = r["gateway"]
+    lines = [
+        "",
+        f"gateway SMTP throughput: {r['accepted']}/{r['messages']} messages over {r['connections']}"
+        f" connections, preload {r['preload']} cases",
+        f"  code                {r['code']}",
+        f"  mix                 {r['mix']}  ({r['mix_bytes'] / 1e6:.1f} MB)",
+    ]
+    if r.get("preload_stats"):
+        p = r["preload_stats"]
+        lines.append(
+            f"  preload             {p['cases']} cases in {p['seconds']} s, DB {p['db_bytes'] / 1e6:.0f} MB"
+        )
+    e2e = r["e2e_msgs_per_s"]
+    lag = r["outbox_drain_after_last_accept_s"]
+    lines += [
+        (
+            f"  end to end          {e2e:>8.1f} msg/s  ({r['e2e_seconds']:.2f} s first send -> last receipt)"
+            if e2e is not None
+            else f"  end to end               n/a  (only {r['receipts_at_relay']} receipts arrived)"
+        ),
+        f"  accept only         {r['accept_msgs_per_s']:>8.1f} msg/s"
+        f"  ({r['accept_seconds']:.2f} s first send -> last 250)",
+        f"  outbox lag          {lag if lag is not None else 'n/a':>8} s after the last 250",
+        f"  accept latency      p50 {lat['p50']:.1f} ms  p90 {lat['p90']:.1f} ms  p99 {lat['p99']:.1f} ms"
+        f"  max {lat['max']} ms",
+        f"  gateway             peak RSS {gw['peak_rss_mb']} MB, CPU {gw['cpu_seconds']} s"
+        f" ({gw['cpu_utilisation']} cores busy), {gw['log_errors']} errors in log, exit {gw['exit_code']}",
+        f"  database            +{r['db']['new_cases']} cases, +{r['db']['new_outbox_sent']} outbox sent,"
+        f" outbox {r['db']['after']['outbox']}, quarantine {r['db']['after']['quarantine']},"
+        f" {r['db']['db_bytes'] / 1e6:.0f} MB",
+    ]
+    if r["failures"]:
+        lines.append(f"  send failures       {r['failures']}")
+    if r["incomplete"]:
+        lines.append(f"  INCOMPLETE          {r['incomplete']}")
+    for name, passed in r["checks"].items():
+        lines.append(f"  check {'ok  ' if passed else 'FAIL'}          {name}")
+    verdict = "meets" if e2e is not None and e2e >= r["target_msgs_per_s"] else "BELOW"
+    lines.append(f"  target              {verdict} the {r['target_msgs_per_s']} msg/s end-to-end target")
+    lines.append(f"  wall time           {r['wall_seconds']} s")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--messages", type=int, default=5000, help="messages to send (default 5000)")
+    parser.add_argument("--connections", type=int, default=8, help="concurrent SMTP sessions (default 8)")
+    parser.add_argument(
+        "--preload",
+        type=int,
+        default=0,
+        metavar="CASES",
+        help="fill the store with this many existing cases first",
+    )
+    parser.add_argument("--json", metavar="OUT", help="write the figures to this JSON file")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=150.0,
+        help="seconds from the first send until every receipt must be in (default 150)",
+    )
+    parser.add_argument("--target", type=float, default=500.0, help="end-to-end msg/s to compare against")
+    parser.add_argument("--seed", type=int, default=1, help="seed for the message mix")
+    parser.add_argument("--workdir", help="parent of the temp dir (default: the system temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (DB, gateway.log)")
+    parser.add_argument(
+        "--ref",
+        help="benchmark this git ref (e.g. HEAD) exported to the temp dir, not the live working tree",
+    )
+    args = parser.parse_args()
+    if args.messages < 1 or args.connections < 1:
+        parser.error("--messages and --connections must be at least 1")
+    if not GATEWAY_BIN.exists():
+        parser.error(f"{GATEWAY_BIN} not found: run with the project's .venv/bin/python")
+    results = run(args)
+    print(summary(results))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+        print(f"  figures written to  {args.json}")
+    return 0 if results["ok"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

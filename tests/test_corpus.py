@@ -1,0 +1,151 @@
+"""The corpus sweep: every odd or broken public mail is stored byte for byte and ends somewhere, with a reason."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.config import Config, load_config
+from gateway.pipeline import process
+from gateway.runtime import Runtime
+from gateway.server import Server
+from tests.corpus import (
+    MEMORY_BUDGET_BYTES,
+    PIPE_SAMPLE,
+    REPORTS,
+    TIME_BUDGET_SECONDS,
+    as_smtp,
+    config_for_corpus,
+    corpus_files,
+    ending,
+    expected_outcomes,
+    half_stored,
+    name_of,
+    smtp_line_too_long,
+)
+from tests.support import mail, smtp_send
+
+FILES = {name_of(path): path for path in corpus_files()}
+pytestmark = pytest.mark.skipif(not FILES, reason="../shared/corpus is not checked out")
+NAMES = sorted(FILES) or ["(no corpus)"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def warmed_up(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Imports and caches filled once (holidays, templates, rules), so budgets time messages, not start-up."""
+    runtime = Runtime(load_config(config_for_corpus(tmp_path_factory.mktemp("warm-up"))))
+    try:
+        process(runtime, mail(), "pipe")
+    finally:
+        runtime.close()
+
+
+@pytest.fixture
+def corpus_config(tmp_path: Path) -> Config:
+    return load_config(config_for_corpus(tmp_path))
+
+
+@pytest.fixture
+def corpus_runtime(corpus_config: Config) -> Iterator[Runtime]:
+    runtime = Runtime(corpus_config)
+    yield runtime
+    runtime.close()
+
+
+def _check_stored(db: Path, sent: bytes, name: str, outcome: str) -> None:
+    conn = sqlite3.connect(db)
+    try:
+        end = ending(conn, sent)
+        assert end.stored == sent, f"{name}: raw bytes not stored exactly"
+        assert end.record != "none" and end.reason, f"{name}: no message or quarantine row with a reason"
+        assert (end.record == "quarantine") == (outcome == "quarantined")
+        assert half_stored(conn) == []
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_corpus_in_process(name: str, corpus_runtime: Runtime) -> None:
+    """Each corpus file through process() ends as expected, kept whole, within the time and memory budget."""
+    raw = FILES[name].read_bytes()
+    tracemalloc.start()
+    try:
+        started = time.perf_counter()
+        result = process(corpus_runtime, raw, "pipe")
+        elapsed = time.perf_counter() - started
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.outcome in expected_outcomes(name), result
+    assert result.reason
+    assert elapsed < TIME_BUDGET_SECONDS, f"{name} took {elapsed:.2f} s"
+    assert peak < MEMORY_BUDGET_BYTES, f"{name} peaked at {peak / 2**20:.0f} MB"
+    _check_stored(corpus_runtime.config.storage.database, raw, name, result.outcome)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_corpus_over_smtp(name: str, corpus_config: Config) -> None:
+    """Each corpus file sent over SMTP gets 250 and is stored as sent, or 500 for an over-long line and nothing stored."""
+    sent = as_smtp(FILES[name].read_bytes())
+    server = Server(corpus_config)
+    server.start()
+    try:
+        started = time.perf_counter()
+        code, text = smtp_send(server.listener.address[1], sent)
+        elapsed = time.perf_counter() - started
+    finally:
+        server.stop()
+    assert elapsed < TIME_BUDGET_SECONDS, f"{name} took {elapsed:.2f} s"
+    if smtp_line_too_long(sent):
+        assert code == 500, text
+        conn = sqlite3.connect(corpus_config.storage.database)
+        assert conn.execute("SELECT count(*) FROM raw_messages").fetchone()[0] == 0
+        conn.close()
+        return
+    assert code == 250, text
+    outcome = text.decode().rpartition(" ")[2]
+    assert outcome in expected_outcomes(name), text
+    _check_stored(corpus_config.storage.database, sent, name, outcome)
+
+
+@pytest.mark.parametrize("name", PIPE_SAMPLE)
+def test_corpus_through_the_pipe(name: str, tmp_path: Path) -> None:
+    """A sample of the corpus through `gateway deliver`: exit 0, the bytes stored as read from stdin."""
+    if name not in FILES:
+        pytest.skip(f"{name} is not in the corpus")
+    raw = FILES[name].read_bytes()
+    config = config_for_corpus(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "--config", str(config), "deliver"],
+        input=raw,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    outcome = json.loads(done.stdout.decode().strip().splitlines()[-1])["outcome"]
+    assert outcome in expected_outcomes(name)
+    _check_stored(load_config(config).storage.database, raw, name, outcome)
+
+
+@pytest.mark.parametrize("name", sorted(REPORTS & FILES.keys()))
+def test_corpus_reports_never_answered_even_from_a_contact(name: str, corpus_runtime: Runtime) -> None:
+    """A corpus report re-addressed From a registered contact is still ignored: no case, nothing queued."""
+    raw = FILES[name].read_bytes().removeprefix(b"\xef\xbb\xbf")
+    header, sep, body = raw.partition(b"\n\n")
+    lines = [line for line in header.split(b"\n") if not line.lower().startswith(b"from:")]
+    forged = b"\n".join([b"From: Kari Nordmann <kari.nordmann@nordby-skole.example>", *lines]) + sep + body
+    result = process(corpus_runtime, forged, "pipe")
+    assert result.outcome == "ignored", result
+    counts = corpus_runtime.store.one(
+        "SELECT (SELECT count(*) FROM cases) AS cases, (SELECT count(*) FROM outbox) AS outbox"
+    )
+    assert counts == {"cases": 0, "outbox": 0}
