@@ -38,7 +38,7 @@ def backup(config: Config, dest: Path) -> dict[str, Any]:
     source = config.storage.database
     if not source.exists():
         raise BackupError(f"no database at {source}", EX_NOINPUT)
-    if dest.exists() and any(dest.iterdir()):
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise BackupError(f"{dest} exists and is not empty", EX_CANTCREAT)
     dest.mkdir(parents=True, exist_ok=True)
     copy = dest / DATABASE

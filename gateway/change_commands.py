@@ -7,6 +7,7 @@ import getpass
 import json
 import sys
 from collections.abc import Callable
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from gateway import clock
@@ -82,7 +83,7 @@ def _summary(store: Store, row: dict[str, Any], calendar: WorkingCalendar) -> di
 
 
 def _reach(
-    org: str, notices: list[dict[str, Any]], calendar: WorkingCalendar, deadline: Any
+    org: str, notices: list[dict[str, Any]], calendar: WorkingCalendar, deadline: date
 ) -> dict[str, Any]:
     """Whether the window's announcement reached someone at this organisation, and in time for the rule."""
     arrived = sorted(
@@ -192,9 +193,9 @@ def cmd_list(config: Config, args: argparse.Namespace) -> int:
     for row in rows:
         counts = {s: sum(n["delivery"] == s for n in row["notices"]) for s in ("sent", "queued", "failed")}
         orgs = ",".join(o["id"] for o in row["organizations"])
-        kind = "urgent" if row["urgent"] else "planned"
+        kind = "urgent" if row["urgent"] else ""
         print(
-            f"{row['id']:<5} {row['status']:<10} {kind:<8} {row['starts_at'][:16]}  {orgs[:30]:<30}"
+            f"{row['id']:<5} {row['status']:<10} {kind:<6} {row['starts_at'][:16]}  {orgs[:30]:<30}"
             f" sent {counts['sent']}, queued {counts['queued']}, failed {counts['failed']}"
             f"  {row['title'][:40]}"
         )
@@ -209,11 +210,8 @@ def cmd_show(config: Config, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(change)
         return EX_OK
-    kind = "urgent" if change["urgent"] else "planned"
-    print(
-        f"change {change['id']}: {change['title']}"
-        f" [{change['status']}, {kind}, sequence {change['sequence']}]"
-    )
+    labels = [change["status"], *(["urgent"] if change["urgent"] else []), f"sequence {change['sequence']}"]
+    print(f"change {change['id']}: {change['title']} [{', '.join(labels)}]")
     print(f"  window: {change['starts_at']} to {change['ends_at']}")
     print(f"  notice due by: {change['last_notice_day']}")
     for org in change["organizations"]:

@@ -66,8 +66,13 @@ def plan_change(
     impact: str,
     urgent: bool,
     actor: str,
+    conn: sqlite3.Connection | None = None,
 ) -> int:
-    """Record a change and queue its notices; a planned change announced too late is refused."""
+    """Record a change and queue its notices; a planned change announced too late is refused.
+
+    Pass `conn` when already inside a write transaction (agent mail, in the pipeline's own):
+    everything is checked before the first write, so a refusal leaves that transaction clean.
+    """
     tz = runtime.config.service.timezone
     start, end = _aware(start, tz), _aware(end, tz)
     wanted = list(dict.fromkeys(o.strip() for o in orgs if o.strip()))
@@ -75,33 +80,50 @@ def plan_change(
     if not title.strip():
         raise ChangeRefused("a change needs a title")
     _check_window(runtime, start, end, notice_rule=not urgent)
+    if conn is None:
+        with runtime.store.write() as own:
+            return _insert(runtime, own, wanted, start, end, title, description, impact, urgent, actor)
+    return _insert(runtime, conn, wanted, start, end, title, description, impact, urgent, actor)
+
+
+def _insert(
+    runtime: Runtime,
+    conn: sqlite3.Connection,
+    orgs: list[str],
+    start: datetime,
+    end: datetime,
+    title: str,
+    description: str,
+    impact: str,
+    urgent: bool,
+    actor: str,
+) -> int:
     now = clock.iso()
     uid = f"change-{clock.token(10)}@{runtime.config.service.domain}"
-    with runtime.store.write() as conn:
-        cursor = conn.execute(
-            "INSERT INTO changes (uid, title, description, impact, urgent, status, starts_at, ends_at,"
-            " sequence, created_by, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, 'planned', ?, ?, 0, ?, ?, ?)",
-            (
-                uid,
-                title.strip(),
-                description.strip(),
-                impact.strip(),
-                int(urgent),
-                clock.iso(start),
-                clock.iso(end),
-                actor,
-                now,
-                now,
-            ),
-        )
-        change_id = int(cursor.lastrowid or 0)
-        conn.executemany(
-            "INSERT INTO change_organizations (change_id, organization) VALUES (?, ?)",
-            [(change_id, org) for org in wanted],
-        )
-        record(conn, change_id, actor, "planned", f"{_window(start, end)} for {', '.join(wanted)}")
-        change_notices.send(runtime, conn, load(conn, change_id), "urgent" if urgent else "notice", actor)
+    cursor = conn.execute(
+        "INSERT INTO changes (uid, title, description, impact, urgent, status, starts_at, ends_at,"
+        " sequence, created_by, created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, 'planned', ?, ?, 0, ?, ?, ?)",
+        (
+            uid,
+            title.strip(),
+            description.strip(),
+            impact.strip(),
+            int(urgent),
+            clock.iso(start),
+            clock.iso(end),
+            actor,
+            now,
+            now,
+        ),
+    )
+    change_id = int(cursor.lastrowid or 0)
+    conn.executemany(
+        "INSERT INTO change_organizations (change_id, organization) VALUES (?, ?)",
+        [(change_id, org) for org in orgs],
+    )
+    record(conn, change_id, actor, "planned", f"{_window(start, end)} for {', '.join(orgs)}")
+    change_notices.send(runtime, conn, load(conn, change_id), "urgent" if urgent else "notice", actor)
     return change_id
 
 

@@ -20,8 +20,8 @@ log = logging.getLogger("gateway.figures")
 OPEN_STATES = ("new", "open", "pending")
 PERIODS = ("daily", "weekly")
 # A mail is read, not scrolled: each list shows this many (oldest first) and says how many more.
-LIST_LIMIT = 25
-GROUP_LIMIT = 5
+LIST_LIMIT = 15
+GROUP_LIMIT = 3
 _ONE_DAY = timedelta(days=1)
 
 
@@ -236,7 +236,8 @@ class Figures:
             OPEN_STATES,
         )
 
-    def agents(self, period: Period, now: datetime) -> AgentFigures:
+    def agents(self, period: Period, now: datetime, limit: int | None = LIST_LIMIT) -> AgentFigures:
+        """Figures for the agents; lists are cut to `limit` (oldest first), counts never are."""
         rows = self._open_cases()
         groups = self._groups(rows)
         breaches = self._breaches(rows, now, self.config.targets)
@@ -252,9 +253,9 @@ class Figures:
             opened=sum(d.opened for d in days),
             resolved=sum(d.resolved for d in days),
             days=days,
-            breaches=breaches[:LIST_LIMIT],
+            breaches=breaches[:limit],
             breach_count=len(breaches),
-            awaiting_information=awaiting[:LIST_LIMIT],
+            awaiting_information=awaiting[:limit],
             awaiting_count=len(awaiting),
             quarantined=self._count("quarantine", "created_at >= ? AND created_at < ?", (start, end)),
             quarantine_waiting=self._count("quarantine", "replayed_at IS NULL", ()),
@@ -262,7 +263,7 @@ class Figures:
                 "messages", "disposition = 'held' AND created_at >= ? AND created_at < ?", (start, end)
             ),
             held_waiting=self._count("messages", "disposition = 'held'", ()),
-            failed_mail=failed[:LIST_LIMIT],
+            failed_mail=failed[:limit],
             bounces=sum(1 for f in failed if f.bounced),
             failed=sum(1 for f in failed if not f.bounced),
             changes=upcoming_changes.upcoming(self.store, self.registry, self.calendar, now),
@@ -314,14 +315,17 @@ class Figures:
         # Until escalation fields carry their own state, "asked and not answered" is read from
         # history: an 'asked-missing' event (written by casework) with no inbound mail after it.
         marks = ",".join("?" for _ in OPEN_STATES)
+        # Driven from the open cases with one indexed lookup each (events_action, messages_case):
+        # joining a grouped CTE instead made SQLite compare every open case with every asked case.
+        # The unary + keeps the planner off messages_disposition, which scans all case mail.
         rows = self.store.query(
-            "WITH asked AS (SELECT case_id, max(at) AS at FROM events WHERE action = 'asked-missing'"
-            " GROUP BY case_id)"
-            " SELECT c.id, c.subject, c.status, c.category, c.priority, c.organization, c.created_at,"
-            f" c.updated_at FROM asked JOIN cases c ON c.id = asked.case_id WHERE c.status IN ({marks})"
-            " AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.case_id = c.id AND m.direction = 'in'"
-            " AND m.disposition = 'case' AND m.created_at > asked.at)"
-            " ORDER BY c.created_at, c.id",
+            "SELECT * FROM (SELECT c.id, c.subject, c.status, c.category, c.priority, c.organization,"
+            " c.created_at, c.updated_at, (SELECT max(e.at) FROM events e"
+            "   WHERE e.action = 'asked-missing' AND e.case_id = c.id) AS asked_at"
+            f" FROM cases c WHERE c.status IN ({marks})) AS o"
+            " WHERE o.asked_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.case_id = o.id"
+            " AND m.direction = 'in' AND +m.disposition = 'case' AND m.created_at > o.asked_at)"
+            " ORDER BY o.created_at, o.id",
             OPEN_STATES,
         )
         return [self._line(r) for r in rows]

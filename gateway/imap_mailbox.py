@@ -147,6 +147,8 @@ class Mailbox:
         """IDLE until new mail arrives, `seconds` pass or `stop` is set; raises if the server goes."""
         self.client.idle()
         deadline = time.monotonic() + min(seconds, IDLE_MAX_SECONDS)
+        if self._input_buffered():
+            deadline = 0.0  # news came with "+ idling": end IDLE at once and drain
         while not stop.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
@@ -162,6 +164,24 @@ class Mailbox:
                 # Readable but no line: the peer hung up. idle_done() below raises on it.
                 break
         self.client.idle_done()
+
+    def _input_buffered(self) -> bool:
+        """Whether server lines already sit in imaplib's read buffer, where poll() cannot see them.
+
+        A change made just before IDLE is announced in the same packet as "+ idling"; reading
+        that line buffers the EXISTS too, and idle_check() would then wait for the next packet.
+        """
+        peek = getattr(getattr(self.client._imap, "file", None), "peek", None)
+        if peek is None:
+            return False
+        sock = self.client.socket()
+        sock.setblocking(False)  # an empty buffer must not wait for the network
+        try:
+            return bool(peek(1))
+        except OSError:
+            return False
+        finally:
+            sock.settimeout(self.imap.timeout)
 
 
 def chunk_by_size(uids: list[int], sizes: dict[int, int], budget: int = FETCH_BYTES) -> Iterator[list[int]]:

@@ -41,7 +41,7 @@ class ServeLock:
 
     def held_elsewhere(self) -> bool:
         """Whether some other process holds the lock right now (we take and drop it to find out)."""
-        if self._fd is not None:
+        if self._fd is not None or not self.path.exists():
             return False
         try:
             self.acquire("probe")

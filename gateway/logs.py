@@ -58,16 +58,30 @@ class JsonFormatter(logging.Formatter):
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def setup(config: LogConfig | None = None, verbose: bool = False, stream: TextIO | None = None) -> None:
-    """Send every log line to stderr (journald keeps it) in the configured format and level."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is when a line is logged, so a swapped stream is never stale."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
+def setup(config: LogConfig | None = None, verbose: bool = False) -> None:
+    """Log to stderr (journald keeps it) in the configured format and level; calling again reconfigures."""
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, StderrHandler)]:
+        root.removeHandler(old)
+    handler = StderrHandler()
     json_format = config is not None and config.format == "json"
     handler.setFormatter(JsonFormatter() if json_format else logging.Formatter(TEXT_FORMAT))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
     root.addHandler(handler)
-    level = "DEBUG" if verbose else (config.level.upper() if config else "INFO")
-    root.setLevel(level)
+    root.setLevel("DEBUG" if verbose else (config.level.upper() if config else "INFO"))
     # aiosmtpd logs every connection and command at INFO; one line per message is ours to write.
     logging.getLogger("mail.log").setLevel(logging.DEBUG if verbose else logging.WARNING)

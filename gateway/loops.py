@@ -91,6 +91,8 @@ def bounced_message_ids(message: InboundMessage) -> list[str]:
     has a readable message/rfc822 or text/rfc822-headers part, else any Message-ID line in
     the text (plain-text bounces quote the returned headers there).
     """
+    if not is_bounce(message):
+        return []
     if message.report is not None:
         if not _delivery_failed(message.report):
             return []

@@ -24,6 +24,8 @@ _MSGID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+>")
 # end a header line once a value is reused in mail we send. Tab stays (it is whitespace).
 _CTRL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]+")
 _BOM = b"\xef\xbb\xbf"
+_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+_PLACEHOLDER = re.compile(r"\x01(\d+)\x01")
 _TAGS = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.S | re.I)
 # Charsets Norwegian mail arrives in when the label is missing or wrong, best guess first.
 _FALLBACK_CHARSETS = ("utf-8", "cp1252", "iso-8859-15", "iso-8859-1")
@@ -169,10 +171,22 @@ def parse_unchecked(raw: bytes, envelope_from: str | None = None) -> InboundMess
 def _mailboxes(values: list[str]) -> list[tuple[str, str]]:
     """(decoded display name, address) from header values as they arrived.
 
-    Addresses are found before encoded-words are decoded: a display name such as
-    =?utf-8?q?kari=40nordby-skole.example?= must stay a name and never become the address.
+    Addresses are found before encoded-words are decoded, so a display name such as
+    =?utf-8?q?kari=40nordby-skole.example?= stays a name and never becomes the address.
+    Each encoded-word is hidden behind a placeholder while the address parser runs: its
+    text may hold ':' or ',' (senders break RFC 2047 here) that must not split the list.
     """
-    return [(decode_text(name), address) for name, address in parse_mailboxes(values)]
+    words: list[str] = []
+
+    def hide(match: re.Match[str]) -> str:
+        words.append(match.group(0))
+        return f"\x01{len(words) - 1}\x01"  # control characters: never part of a valid address
+
+    def restore(name: str) -> str:
+        return _PLACEHOLDER.sub(lambda m: words[int(m.group(1))], name)
+
+    hidden = [_ENCODED_WORD.sub(hide, value) for value in values]
+    return [(decode_text(restore(name)), address) for name, address in parse_mailboxes(hidden)]
 
 
 def _parse(raw: bytes, envelope_from: str | None) -> InboundMessage:

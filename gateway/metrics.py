@@ -66,9 +66,13 @@ class MetricsEndpoint:
             ) from None
         registry = CollectorRegistry(auto_describe=False)
         registry.register(StatusCollector(config))
-        self.server, self.thread = start_http_server(
-            config.metrics.port, addr=config.metrics.host, registry=registry
-        )
+        metrics = config.metrics
+        try:
+            self.server, self.thread = start_http_server(metrics.port, addr=metrics.host, registry=registry)
+        except OSError as exc:
+            raise ConfigError(
+                f"metrics.port: cannot listen on {metrics.host}:{metrics.port} ({exc})"
+            ) from None
 
     def stop(self) -> None:
         self.server.shutdown()

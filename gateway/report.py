@@ -14,7 +14,7 @@ from rich.table import Table
 
 from gateway import clock
 from gateway.config import Config
-from gateway.figures import PERIODS, AgentFigures, Figures, latest_period
+from gateway.figures import LIST_LIMIT, PERIODS, AgentFigures, Figures, latest_period
 from gateway.runtime import Runtime
 
 CSV_COLUMNS = ("section", "day", "organization", "category", "case", "name", "value")
@@ -169,7 +169,11 @@ def cmd_report(config: Config, args: argparse.Namespace) -> int:
     try:
         now = clock.now()
         period = latest_period(args.period, now, runtime.calendar)
-        figures = Figures(config, runtime.store, runtime.registry(), runtime.calendar).agents(period, now)
+        # A spreadsheet wants every late case; a terminal, like the mail, the oldest few.
+        limit = None if args.json or args.csv else LIST_LIMIT
+        figures = Figures(config, runtime.store, runtime.registry(), runtime.calendar).agents(
+            period, now, limit
+        )
     finally:
         runtime.close()
     if args.json:

@@ -20,9 +20,7 @@ from gateway.store import Store
 TOMBSTONE = b"Subject: (purged under the retention policy)\r\nX-Gateway-Purged: yes\r\n\r\n"
 
 OLD_RAW = "SELECT sha256 FROM raw_messages WHERE stored_at < :raw_cutoff"
-OLD_OUTGOING = (
-    "FROM outbox WHERE status IN ('sent', 'failed') AND created_at < :raw_cutoff AND raw != :tombstone"
-)
+OLD_OUTGOING = "status IN ('sent', 'failed') AND created_at < :raw_cutoff AND raw != :tombstone"
 # Closed long enough ago, and not purged before (every purge leaves a 'purged' event on the case).
 OLD_CASES = (
     "SELECT id FROM cases WHERE status = 'closed' AND coalesce(closed_at, updated_at) < :case_cutoff"
@@ -86,7 +84,9 @@ def plan(config: Config, conn: sqlite3.Connection) -> PurgePlan:
     found.quarantine_entries = _one(
         conn, f"SELECT count(*) AS n FROM quarantine WHERE sha256 IN ({OLD_RAW})", p
     )["n"]
-    outgoing = _one(conn, f"SELECT count(*) AS n, min(created_at) AS oldest {OLD_OUTGOING}", p)
+    outgoing = _one(
+        conn, f"SELECT count(*) AS n, min(created_at) AS oldest FROM outbox WHERE {OLD_OUTGOING}", p
+    )
     found.outgoing_mails, found.outgoing_oldest = outgoing["n"], outgoing["oldest"]
     found.outgoing_files = _old_files(config.storage.outgoing, now - timedelta(days=retention.raw_mail_days))
     cases = _one(
@@ -118,7 +118,7 @@ def purge(config: Config, store: Store) -> PurgePlan:
         p = done.params()
         _anonymise_cases(conn, p)
         _purge_raw(conn, p)
-        conn.execute(f"UPDATE outbox SET raw = :tombstone, recipients = '[]' {OLD_OUTGOING}", p)
+        conn.execute(f"UPDATE outbox SET raw = :tombstone, recipients = '[]' WHERE {OLD_OUTGOING}", p)
         conn.execute("DELETE FROM auto_replies WHERE at < :raw_cutoff", p)
         record(
             conn,

@@ -56,15 +56,13 @@ REPORTS = frozenset(
 HOSTILE = frozenset({"mimekit/messages__stack-overflow.txt"})
 
 # The pipe sweep starts a process per message, so it takes a sample of the odd ones:
-# NUL bytes, bare CR, no final newline, a BOM, the largest, a report, the hostile one.
+# NUL bytes in headers, a report, a BOM before the first header, the hostile one, and
+# the largest (1.5 MB: parsed in the time-limited child first).
 PIPE_SAMPLE = (
     "mimekit/compliance__unexpected-null-bytes-in-headers.eml",
-    "mimekit/compliance__missing-body-separator.eml",
     "mimekit/messages__bounce.txt",
     "mimekit/messages__feedback-report.txt",
     "mimekit/messages__stack-overflow.txt",
-    "mikel/spec__fixtures__emails__rfc6532__utf8_headers.eml",
-    "spamscope/tests__mails__mail_outlook_1",
     "spamscope/tests__mails__mail_test_2",
 )
 

@@ -22,7 +22,7 @@ import gateway.imap_drain
 import gateway.pipeline
 from gateway.config import Config, load_config
 from gateway.imap import FetchWorker, fetch_once
-from gateway.imap_mailbox import mailbox_name
+from gateway.imap_mailbox import Mailbox, mailbox_name
 from gateway.mailbox_lock import MailboxLock
 from gateway.pipeline import Result
 from gateway.store import Store
@@ -90,6 +90,11 @@ def receipts(relay: RecordingRelay) -> Counter[str]:
     return found
 
 
+def marks(server: Dovecot, folder: str) -> dict[int, frozenset[str]]:
+    """{uid: the flags a fetch could wrongly set}; \\Recent is Dovecot's own business."""
+    return {uid: flags & {"\\Seen", "\\Deleted"} for uid, flags in server.folder_flags(folder).items()}
+
+
 def count(store: Store, sql: str) -> int:
     return int(store.conn.execute(sql).fetchone()[0])
 
@@ -130,9 +135,7 @@ def test_backlog_drains_into_cases_with_receipts(
     assert receipts(relay) == Counter({KARI: 1, OLA: 1, SIRI: 1})
     seen = store.query("SELECT uid, outcome FROM imap_seen ORDER BY uid")
     assert [s["outcome"] for s in seen] == ["opened", "opened", "held", "ignored", "opened"]
-    assert {frozenset(f) & {"\\Seen", "\\Deleted"} for f in dovecot.folder_flags("Processed").values()} == {
-        frozenset()
-    }
+    assert set(marks(dovecot, "Processed").values()) == {frozenset()}
 
 
 def test_mail_arriving_during_idle_is_processed_without_polling(config_path: Path, dovecot: Dovecot) -> None:
@@ -275,7 +278,9 @@ def test_without_move_files_by_copy_delete_and_uid_expunge(
         # Only our UIDs were expunged: what another client flagged \Deleted is still there.
         assert server.folder_uids("INBOX") == [bystander]
         assert len(server.folder_uids("Processed")) == 2
-    assert any("no MOVE; filing with COPY, \\Deleted and UID EXPUNGE" in r.getMessage() for r in caplog.records)
+    assert any(
+        "no MOVE; filing with COPY, \\Deleted and UID EXPUNGE" in r.getMessage() for r in caplog.records
+    )
 
 
 def test_without_uidplus_copies_and_never_expunges(config_path: Path, tmp_path: Path) -> None:
@@ -356,7 +361,7 @@ def test_dry_run_lists_and_changes_nothing(
     assert "Skriveren virker ikke" in out and "Tue, 24 Nov 2026 10:00:00 +0100" in out
     assert f"{uids[1]:>7} {len(backlog()[1]):>9}" in out
     assert "2 message(s) would be fetched" in out
-    assert dovecot.folder_flags("INBOX") == {uid: frozenset() for uid in uids}
+    assert marks(dovecot, "INBOX") == {uid: frozenset() for uid in uids}
     assert "Processed" not in dovecot.folders()
     assert not config.storage.database.exists()
 
@@ -376,7 +381,7 @@ def test_locked_store_leaves_message_unflagged_and_exits_75(
         blocker.execute("ROLLBACK")
         blocker.close()
     assert "temporary failure: store unavailable" in capsys.readouterr().err
-    assert dovecot.folder_flags("INBOX") == {uid: frozenset()}
+    assert marks(dovecot, "INBOX") == {uid: frozenset()}
     assert fetch_once(config) == 0
     assert dovecot.folder_uids("INBOX") == []
     assert count(config.storage.open(), "SELECT count(*) FROM cases") == 1
@@ -391,3 +396,20 @@ def test_unreachable_server_is_a_temporary_failure(
     assert fetch_once(config) == 75
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(f"temporary failure: cannot reach imap server 127.0.0.1:{dovecot.port}")
+
+
+def test_change_announced_with_idle_continuation_is_not_missed(dovecot: Dovecot, config_path: Path) -> None:
+    """Mail that lands between the last search and IDLE (announced with "+ idling") ends the wait at once."""
+    config = with_imap(config_path, dovecot)
+    assert config.imap is not None
+    mailbox = Mailbox.open(config.imap, dovecot.password)
+    try:
+        mailbox.select()
+        assert mailbox.pending() == []
+        dovecot.append("INBOX", backlog()[0])
+        began = time.monotonic()
+        mailbox.wait_idle(threading.Event(), seconds=20)
+        assert time.monotonic() - began < 2
+        assert len(mailbox.pending()) == 1
+    finally:
+        mailbox.close()

@@ -1,0 +1,128 @@
+"""Intake details: quarantine and replay, registry reloads, Norwegian charsets, rules explain."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from gateway import cli, pipeline
+from gateway.config import load_config
+from gateway.pipeline import process
+from gateway.runtime import Runtime
+from tests.support import REPO, RecordingRelay, mail, write_config
+
+
+def test_poison_message_is_quarantined_listed_and_replayed(
+    config_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A message that breaks the pipeline is kept whole with its error, listed, and replayed after a fix."""
+    raw = mail(subject="Poison", message_id="<poison@nordby-skole.example>")
+    real_parse = pipeline.parse
+
+    def broken_parse(data: bytes, envelope_from: str | None = None) -> object:
+        raise RuntimeError("parser bug for this shape")
+
+    monkeypatch.setattr(pipeline, "parse", broken_parse)
+    runtime = Runtime(load_config(config_path))
+    result = process(runtime, raw, "smtp")
+    assert result.outcome == "quarantined" and "parser bug" in result.reason
+    assert process(runtime, mail(), "smtp").outcome == "quarantined"  # the worker keeps going
+    runtime.close()
+    assert cli.main(["--config", str(config_path), "quarantine", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [e["error"] for e in listed][0] == "RuntimeError: parser bug for this shape"
+    assert listed[0]["size"] == len(raw)
+    monkeypatch.setattr(pipeline, "parse", real_parse)
+    assert cli.main(["--config", str(config_path), "quarantine", "replay", str(listed[0]["id"])]) == 0
+    assert '"outcome": "opened"' in capsys.readouterr().out
+    runtime = Runtime(load_config(config_path))
+    stored = runtime.store.one("SELECT r.raw FROM messages m JOIN raw_messages r ON r.sha256 = m.sha256")
+    assert bytes(stored["raw"]) == raw
+    replayed = runtime.store.one("SELECT replayed_at, replay_result FROM quarantine WHERE id = ?",
+                                 (listed[0]["id"],))
+    assert replayed["replayed_at"] and replayed["replay_result"].startswith("opened")
+    runtime.close()
+
+
+def test_registry_is_reread_when_it_changes_and_a_broken_edit_keeps_the_old(
+    tmp_path: Path, relay: RecordingRelay
+) -> None:
+    """A new contact works without a restart; a broken registry file keeps the last good one serving."""
+    registry = tmp_path / "contacts.toml"
+    registry.write_text((REPO / "data/contacts.toml").read_text(encoding="utf-8"), encoding="utf-8")
+    path = write_config(tmp_path, relay_port=relay.port)
+    path.write_text(path.read_text().replace(str(REPO / "data" / "contacts.toml"), str(registry)))
+    runtime = Runtime(load_config(path))
+    newcomer = "Nina Ny <nina@nordby-skole.example>"
+    assert process(runtime, mail(sender=newcomer, subject="Hei"), "pipe").outcome == "refused"  # end user
+    registry.write_text(registry.read_text(encoding="utf-8").replace(
+        '  [[organization.contact]]\n  role = "administrative"\n  name = "Per Hansen"',
+        '  [[organization.contact]]\n  role = "incidents"\n  name = "Nina Ny"\n  email = "nina@nordby-skole.example"\n\n'
+        '  [[organization.contact]]\n  role = "administrative"\n  name = "Per Hansen"', 1), encoding="utf-8")
+    os.utime(registry, ns=(1, 2_000_000_000_000_000_000))
+    assert process(runtime, mail(sender=newcomer, subject="Hei igjen"), "pipe").outcome == "opened"
+    registry.write_text("[[organization]\nbroken", encoding="utf-8")
+    assert process(runtime, mail(sender=newcomer, subject="Tredje"), "pipe").outcome == "opened"
+    runtime.close()
+
+
+@pytest.mark.parametrize(
+    ("charset", "encoding"),
+    [("iso-8859-1", "quoted-printable"), ("windows-1252", "8bit"), ("utf-8", "base64"), ("iso-8859-15", "8bit")],
+)
+def test_norwegian_text_in_common_charsets(runtime: Runtime, charset: str, encoding: str) -> None:
+    """Subjects and bodies with æøå decode correctly from the charsets Norwegian mail uses."""
+    import base64
+    import quopri
+    from email.header import Header
+
+    subject = "Får ikke kontakt med skriveren på rom 12 - æøå ÆØÅ"
+    body = "Hei,\n\nskriveren på lærerværelset står «frakoblet» igjen.\n\nHilsen Åse\n"
+    payload = body.encode(charset)
+    if encoding == "quoted-printable":
+        payload = quopri.encodestring(payload)
+    elif encoding == "base64":
+        payload = base64.encodebytes(payload)
+    head = (f"From: IT Nordby <it@nordby-skole.example>\r\nTo: kontakt@service.example\r\n"
+            f"Subject: {Header(subject, charset).encode()}\r\nMessage-ID: <{charset}.{encoding}@x.example>\r\n"
+            f"MIME-Version: 1.0\r\nContent-Type: text/plain; charset={charset}\r\n"
+            f"Content-Transfer-Encoding: {encoding}\r\n\r\n").encode("ascii")
+    result = process(runtime, head + payload.replace(b"\n", b"\r\n"), "pipe")
+    row = runtime.store.one("SELECT subject, body FROM messages")
+    assert row["subject"] == subject
+    assert "lærerværelset står «frakoblet»" in row["body"] and "Åse" in row["body"]
+    case = runtime.store.one("SELECT subject FROM cases WHERE id = ?", (result.case_id,))
+    assert case["subject"] == subject
+
+
+def test_outlook_raw_8bit_header_and_idna_sender(runtime: Runtime) -> None:
+    """Unencoded UTF-8 in headers and an upper-case, IDNA-able From still identify the contact."""
+    raw = ("From: IT Nordby <IT@Nordby-Skole.EXAMPLE>\r\nTo: kontakt@service.example\r\n"
+           "Subject: Trådløsnettet på biblioteket er nede\r\nMessage-ID: <raw8@x.example>\r\n\r\nHjelp\r\n")
+    result = process(runtime, raw.encode("utf-8"), "pipe")
+    assert result.outcome == "opened"
+    case = runtime.store.one("SELECT subject, requester, organization FROM cases")
+    assert case == {"subject": "Trådløsnettet på biblioteket er nede", "requester": "it@nordby-skole.example",
+                    "organization": "nordby-skole"}
+
+
+def test_rules_explain_stores_and_sends_nothing(
+    config_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`gateway rules explain` shows the rules that fire and the outcome, and writes nothing."""
+    eml = tmp_path / "order.eml"
+    eml.write_bytes(mail(sender="IT Nordby <it@nordby-skole.example>", subject="Bestilling av VLAN-endring",
+                         body="Kan dere endre VLAN på port 4?"))
+    assert cli.main(["--config", str(config_path), "rules", "explain", str(eml), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [f["rule"] for f in report["fired"]] == ["change-order-not-technical"]
+    assert report["refuse"] == "change-not-allowed" and report["sender"]["kind"] == "contact"
+    runtime = Runtime(load_config(config_path))
+    counts = [runtime.store.one(f"SELECT count(*) AS n FROM {t}")["n"] for t in ("messages", "cases", "outbox")]
+    assert counts == [0, 0, 0]
+    runtime.close()
+    assert cli.main(["--config", str(config_path), "rules", "check"]) == 0
+    assert "change-order-not-technical" in capsys.readouterr().out

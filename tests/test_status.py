@@ -1,0 +1,98 @@
+"""`gateway status` and the metrics endpoint tell a healthy gateway from one that needs a person."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from freezegun import freeze_time
+
+from gateway import clock
+from gateway.cli import main
+from gateway.config import load_config
+from gateway.lock import ServeLock
+from gateway.outbox import Deliverer
+from gateway.pipeline import process, quarantine
+from gateway.runtime import Runtime
+from gateway.server import Server
+from gateway.status import collect
+from tests.support import RecordingRelay, free_port, mail, smtp_send, wait_for
+
+
+def _status(
+    config_path: Path, capsys: pytest.CaptureFixture[str], *extra: str
+) -> tuple[int, dict[str, object]]:
+    code = main(["--config", str(config_path), "status", "--json", *extra])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_running_gateway_is_healthy(
+    config_path: Path, server: Server, relay: RecordingRelay, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With serve up, mail answered and the outbox drained, status exits 0 and reports the listener up."""
+    assert smtp_send(server.listener.address[1], mail())[0] == 250
+    wait_for(lambda: relay.to("kari.nordmann@nordby-skole.example"), what="receipt sent")
+    code, report = _status(config_path, capsys)
+    assert code == 0, report
+    assert report["healthy"] is True and report["problems"] == []
+    assert report["listener_up"] is True and report["serve_running"] is True
+    assert report["outbox_queued"] == 0 and report["database_bytes"] > 0
+    assert main(["--config", str(config_path), "status"]) == 0
+    assert "gateway status: ok" in capsys.readouterr().out
+
+
+def test_quarantine_and_old_outbox_need_a_person(
+    config_path: Path, runtime: Runtime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unreplayed quarantine entry and mail queued for over an hour make status exit 1, naming both."""
+    with freeze_time(clock.now() - timedelta(hours=2)):
+        assert process(runtime, mail(), "smtp").outcome == "opened"  # its receipt stays queued
+    quarantine(runtime, mail(subject="Ødelagt"), "smtp", ValueError("parser gave up"))
+    code, report = _status(config_path, capsys)
+    assert code == 1
+    assert report["healthy"] is False
+    assert report["quarantine_unreplayed"] == 1 and report["outbox_queued"] >= 1
+    problems = " | ".join(report["problems"])  # type: ignore[arg-type]
+    assert "quarantined" in problems and "over 1 hour" in problems
+    assert "listener" not in problems  # no serve is running, so a silent port is expected
+
+
+def test_failed_delivery_and_dead_listener_need_a_person(
+    config_path: Path, runtime: Runtime, relay: RecordingRelay
+) -> None:
+    """A delivery failed within 24 h, and a serve lock held while nothing answers the port, are problems."""
+    process(runtime, mail(), "smtp")
+    relay.errors.append("550 5.1.1 no such user")
+    assert Deliverer(runtime.config, runtime.store).flush().failed == 1
+    config = load_config(config_path)
+    lock = ServeLock(config.storage.path)
+    lock.acquire("a hung gateway serve")
+    try:
+        health = collect(config)
+    finally:
+        lock.release()
+    assert health.failed_deliveries_24h == 1
+    assert health.serve_running and not health.listener_up
+    assert any("does not answer" in p for p in health.problems)
+    assert any("delivery failure" in p for p in health.problems)
+    assert any("does not answer" in p for p in collect(config, expect_listener=True).problems)
+
+
+def test_metrics_endpoint_serves_the_status_numbers(tmp_path: Path, config_path: Path) -> None:
+    """With [metrics] port set, serve exposes the same counters for Prometheus, and stops them with it."""
+    port = free_port()
+    config_path.write_text(config_path.read_text() + f"\n[metrics]\nport = {port}\n", encoding="utf-8")
+    server = Server(load_config(config_path))
+    server.start()
+    try:
+        smtp_send(server.listener.address[1], mail())
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+    finally:
+        server.stop()
+    assert "gateway_listener_up 1.0" in text
+    assert "gateway_quarantine_unreplayed 0.0" in text
+    assert "gateway_healthy" in text and "gateway_outbox_queued" in text
