@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import quopri
 import json
 import logging
 import os
+import quopri
 import smtplib
 import sqlite3
 from collections.abc import Callable

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
-import uuid
 import shutil
 import subprocess
+import uuid
 from collections.abc import Callable, Iterator
 from email import message_from_bytes
 from email.policy import default

@@ -145,8 +145,12 @@ def test_relay_4xx_defers_and_5xx_fails_visibly(config, relay: RecordingRelay) -
     relay.errors += ["451 4.3.0 try later", "550 5.1.1 no such user"]
     report = Deliverer(config, runtime.store).flush()
     assert (report.sent, report.deferred, report.failed) == (0, 1, 1)
-    rows = {r["kind"]: r for r in runtime.store.query(
-        "SELECT kind, status, attempts, last_error, next_attempt_at, created_at FROM outbox")}
+    rows = {
+        r["kind"]: r
+        for r in runtime.store.query(
+            "SELECT kind, status, attempts, last_error, next_attempt_at, created_at FROM outbox"
+        )
+    }
     assert rows["receipt"]["status"] == "queued" and rows["receipt"]["last_error"].startswith("451")
     assert rows["receipt"]["next_attempt_at"] > rows["receipt"]["created_at"]
     assert rows["agent-notify"]["status"] == "failed" and rows["agent-notify"]["last_error"].startswith("550")

@@ -136,7 +136,9 @@ def test_kill_9_after_accept_sends_the_receipt_once_after_restart(tmp_path: Path
             wait_for(lambda: relay.to(KARI), timeout=30, what="receipt after restart")
             conn = sqlite3.connect(db)
             wait_for(
-                lambda: conn.execute("SELECT status FROM outbox WHERE kind = 'receipt'").fetchone()[0] == "sent",
+                lambda: (
+                    conn.execute("SELECT status FROM outbox WHERE kind = 'receipt'").fetchone()[0] == "sent"
+                ),
                 what="outbox row marked sent",
             )
             conn.close()

@@ -33,7 +33,7 @@ def test_poison_message_is_quarantined_listed_and_replayed(
     runtime.close()
     assert cli.main(["--config", str(config_path), "quarantine", "list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert [e["error"] for e in listed][0] == "RuntimeError: parser bug for this shape"
+    assert listed[0]["error"] == "RuntimeError: parser bug for this shape"
     assert listed[0]["size"] == len(raw)
     monkeypatch.setattr(pipeline, "parse", real_parse)
     assert cli.main(["--config", str(config_path), "quarantine", "replay", str(listed[0]["id"])]) == 0
@@ -41,8 +41,9 @@ def test_poison_message_is_quarantined_listed_and_replayed(
     runtime = Runtime(load_config(config_path))
     stored = runtime.store.one("SELECT r.raw FROM messages m JOIN raw_messages r ON r.sha256 = m.sha256")
     assert bytes(stored["raw"]) == raw
-    replayed = runtime.store.one("SELECT replayed_at, replay_result FROM quarantine WHERE id = ?",
-                                 (listed[0]["id"],))
+    replayed = runtime.store.one(
+        "SELECT replayed_at, replay_result FROM quarantine WHERE id = ?", (listed[0]["id"],)
+    )
     assert replayed["replayed_at"] and replayed["replay_result"].startswith("opened")
     runtime.close()
 
@@ -58,10 +59,15 @@ def test_registry_is_reread_when_it_changes_and_a_broken_edit_keeps_the_old(
     runtime = Runtime(load_config(path))
     newcomer = "Nina Ny <nina@nordby-skole.example>"
     assert process(runtime, mail(sender=newcomer, subject="Hei"), "pipe").outcome == "refused"  # end user
-    registry.write_text(registry.read_text(encoding="utf-8").replace(
-        '  [[organization.contact]]\n  role = "administrative"\n  name = "Per Hansen"',
-        '  [[organization.contact]]\n  role = "incidents"\n  name = "Nina Ny"\n  email = "nina@nordby-skole.example"\n\n'
-        '  [[organization.contact]]\n  role = "administrative"\n  name = "Per Hansen"', 1), encoding="utf-8")
+    registry.write_text(
+        registry.read_text(encoding="utf-8").replace(
+            '  [[organization.contact]]\n  role = "administrative"\n  name = "Per Hansen"',
+            '  [[organization.contact]]\n  role = "incidents"\n  name = "Nina Ny"\n  email = "nina@nordby-skole.example"\n\n'
+            '  [[organization.contact]]\n  role = "administrative"\n  name = "Per Hansen"',
+            1,
+        ),
+        encoding="utf-8",
+    )
     os.utime(registry, ns=(1, 2_000_000_000_000_000_000))
     assert process(runtime, mail(sender=newcomer, subject="Hei igjen"), "pipe").outcome == "opened"
     registry.write_text("[[organization]\nbroken", encoding="utf-8")
@@ -71,7 +77,12 @@ def test_registry_is_reread_when_it_changes_and_a_broken_edit_keeps_the_old(
 
 @pytest.mark.parametrize(
     ("charset", "encoding"),
-    [("iso-8859-1", "quoted-printable"), ("windows-1252", "8bit"), ("utf-8", "base64"), ("iso-8859-15", "8bit")],
+    [
+        ("iso-8859-1", "quoted-printable"),
+        ("windows-1252", "8bit"),
+        ("utf-8", "base64"),
+        ("iso-8859-15", "8bit"),
+    ],
 )
 def test_norwegian_text_in_common_charsets(runtime: Runtime, charset: str, encoding: str) -> None:
     """Subjects and bodies with æøå decode correctly from the charsets Norwegian mail uses."""
@@ -86,10 +97,12 @@ def test_norwegian_text_in_common_charsets(runtime: Runtime, charset: str, encod
         payload = quopri.encodestring(payload)
     elif encoding == "base64":
         payload = base64.encodebytes(payload)
-    head = (f"From: IT Nordby <it@nordby-skole.example>\r\nTo: kontakt@service.example\r\n"
-            f"Subject: {Header(subject, charset).encode()}\r\nMessage-ID: <{charset}.{encoding}@x.example>\r\n"
-            f"MIME-Version: 1.0\r\nContent-Type: text/plain; charset={charset}\r\n"
-            f"Content-Transfer-Encoding: {encoding}\r\n\r\n").encode("ascii")
+    head = (
+        f"From: IT Nordby <it@nordby-skole.example>\r\nTo: kontakt@service.example\r\n"
+        f"Subject: {Header(subject, charset).encode()}\r\nMessage-ID: <{charset}.{encoding}@x.example>\r\n"
+        f"MIME-Version: 1.0\r\nContent-Type: text/plain; charset={charset}\r\n"
+        f"Content-Transfer-Encoding: {encoding}\r\n\r\n"
+    ).encode("ascii")
     result = process(runtime, head + payload.replace(b"\n", b"\r\n"), "pipe")
     row = runtime.store.one("SELECT subject, body FROM messages")
     assert row["subject"] == subject
@@ -100,13 +113,18 @@ def test_norwegian_text_in_common_charsets(runtime: Runtime, charset: str, encod
 
 def test_outlook_raw_8bit_header_and_idna_sender(runtime: Runtime) -> None:
     """Unencoded UTF-8 in headers and an upper-case, IDNA-able From still identify the contact."""
-    raw = ("From: IT Nordby <IT@Nordby-Skole.EXAMPLE>\r\nTo: kontakt@service.example\r\n"
-           "Subject: Trådløsnettet på biblioteket er nede\r\nMessage-ID: <raw8@x.example>\r\n\r\nHjelp\r\n")
+    raw = (
+        "From: IT Nordby <IT@Nordby-Skole.EXAMPLE>\r\nTo: kontakt@service.example\r\n"
+        "Subject: Trådløsnettet på biblioteket er nede\r\nMessage-ID: <raw8@x.example>\r\n\r\nHjelp\r\n"
+    )
     result = process(runtime, raw.encode("utf-8"), "pipe")
     assert result.outcome == "opened"
     case = runtime.store.one("SELECT subject, requester, organization FROM cases")
-    assert case == {"subject": "Trådløsnettet på biblioteket er nede", "requester": "it@nordby-skole.example",
-                    "organization": "nordby-skole"}
+    assert case == {
+        "subject": "Trådløsnettet på biblioteket er nede",
+        "requester": "it@nordby-skole.example",
+        "organization": "nordby-skole",
+    }
 
 
 def test_rules_explain_stores_and_sends_nothing(
@@ -114,14 +132,21 @@ def test_rules_explain_stores_and_sends_nothing(
 ) -> None:
     """`gateway rules explain` shows the rules that fire and the outcome, and writes nothing."""
     eml = tmp_path / "order.eml"
-    eml.write_bytes(mail(sender="IT Nordby <it@nordby-skole.example>", subject="Bestilling av VLAN-endring",
-                         body="Kan dere endre VLAN på port 4?"))
+    eml.write_bytes(
+        mail(
+            sender="IT Nordby <it@nordby-skole.example>",
+            subject="Bestilling av VLAN-endring",
+            body="Kan dere endre VLAN på port 4?",
+        )
+    )
     assert cli.main(["--config", str(config_path), "rules", "explain", str(eml), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert [f["rule"] for f in report["fired"]] == ["change-order-not-technical"]
     assert report["refuse"] == "change-not-allowed" and report["sender"]["kind"] == "contact"
     runtime = Runtime(load_config(config_path))
-    counts = [runtime.store.one(f"SELECT count(*) AS n FROM {t}")["n"] for t in ("messages", "cases", "outbox")]
+    counts = [
+        runtime.store.one(f"SELECT count(*) AS n FROM {t}")["n"] for t in ("messages", "cases", "outbox")
+    ]
     assert counts == [0, 0, 0]
     runtime.close()
     assert cli.main(["--config", str(config_path), "rules", "check"]) == 0
