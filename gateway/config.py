@@ -174,6 +174,13 @@ class RetentionConfig:
 
 
 @dataclass(frozen=True)
+class MonitoringConfig:
+    # Addresses NAV mails from. When set, NAV headers from anyone else are ordinary (untrusted) mail,
+    # so a forged "Box is down" cannot open incidents.
+    senders: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     service: ServiceConfig = field(default_factory=ServiceConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -186,6 +193,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     rules_dir: Path = Path("rules")
     templates_dir: Path = Path("templates")
     source: Path | None = None
@@ -221,6 +229,10 @@ def _build(cls: type[Any], section: str, values: dict[str, Any]) -> Any:
         elif isinstance(expected, int):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(f"{section}.{key}: expected an integer, got {value!r}")
+        elif isinstance(expected, tuple):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{section}.{key}: expected a list of strings, got {value!r}")
+            value = tuple(value)
         elif isinstance(expected, str) and not isinstance(value, str):
             raise ConfigError(f"{section}.{key}: expected a string, got {value!r}")
         kwargs[key] = value
@@ -289,10 +301,18 @@ def _operations(data: dict[str, Any]) -> dict[str, Any]:
     return {"log": log, "metrics": metrics, "retention": retention}
 
 
+def _monitoring(data: dict[str, Any]) -> MonitoringConfig:
+    monitoring = _build(MonitoringConfig, "monitoring", _section(data, "monitoring"))
+    try:
+        return MonitoringConfig(senders=tuple(normalise_address(s) for s in monitoring.senders))
+    except AddressError as exc:
+        raise ConfigError(f"monitoring.senders: {exc}") from None
+
+
 def parse_config(data: dict[str, Any], base: Path, source: Path | None = None) -> Config:
     """Turn TOML data into a Config; relative paths are taken from `base`."""
     known = {"service", "storage", "smtp", "relay", "registry", "imap", "paths", "auth", "targets"}
-    known |= {"log", "metrics", "retention"}
+    known |= {"log", "metrics", "retention", "monitoring"}
     for key in data:
         if key not in known:
             raise ConfigError(f"{key}: unknown section")
@@ -326,6 +346,7 @@ def parse_config(data: dict[str, Any], base: Path, source: Path | None = None) -
         targets=_targets(_section(data, "targets")),
         auth=_build(AuthConfig, "auth", _section(data, "auth")),
         **_operations(data),
+        monitoring=_monitoring(data),
         rules_dir=rooted(Path(paths.get("rules", "rules"))),
         templates_dir=rooted(Path(paths.get("templates", "templates"))),
         source=source,

@@ -59,7 +59,7 @@ class FetchWorker(threading.Thread):
         self.imap: ImapConfig = config.imap
         self.on_stored = on_stored
         self.stop = stop or threading.Event()
-        self.name_ = mailbox_name(self.imap)
+        self.mailbox = mailbox_name(self.imap)
         self.reconnect = Backoff(retry_initial, retry_max)
         self.storage_retry = Backoff(retry_initial, retry_max)
         # Set while waiting for new mail (in IDLE or between polls), clear while draining.
@@ -74,28 +74,33 @@ class FetchWorker(threading.Thread):
                     runtime = runtime or Runtime(self.config)
                     self._session(runtime)
                 except StorageUnavailable as exc:
-                    self._pause(f"store unavailable: {exc}")
+                    self._pause(f"store unavailable: {exc}", "retrying")
                 except CONNECTION_ERRORS as exc:
                     self._pause(f"connection to {self.imap.host}:{self.imap.port} lost: {exc}")
                 except Exception:  # a bug must not end intake silently: log it and start over
                     log.exception("imap: fetcher failed")
-                    self._pause("unexpected error")
+                    self._pause("unexpected error", "retrying")
         finally:
             self.waiting.clear()
             if runtime is not None:
                 runtime.close()
 
-    def _pause(self, reason: str) -> None:
+    def _pause(self, reason: str, then: str = "reconnecting") -> None:
         self.waiting.clear()
         delay = self.reconnect.next()
-        log.warning("imap: %s; reconnecting to %s in %.1fs", reason, self.name_, delay)
+        log.warning("imap: %s (%s); %s in %.1fs", reason, self.mailbox, then, delay)
         self.stop.wait(delay)
 
     def _session(self, runtime: Runtime) -> None:
-        mailbox = Mailbox.open(self.imap, self.imap.secret())
+        try:
+            password = self.imap.secret()
+        except OSError as exc:
+            self._pause(f"cannot read imap.password_file {self.imap.password_file}: {exc}", "retrying")
+            return
+        mailbox = Mailbox.open(self.imap, password)
         try:
             if self.reconnect.failures:
-                log.info("imap: reconnected to %s", self.name_)
+                log.info("imap: reconnected to %s", self.mailbox)
             while not self.stop.is_set():
                 if not self._drain(runtime, mailbox):
                     continue
@@ -113,9 +118,9 @@ class FetchWorker(threading.Thread):
 
     def _drain(self, runtime: Runtime, mailbox: Mailbox) -> bool:
         """One pass under the mailbox lock; False after a temporary store failure (already waited)."""
-        lock = MailboxLock(self.config.storage.path, self.name_)
+        lock = MailboxLock(self.config.storage.path, self.mailbox)
         if not lock.try_acquire():
-            log.info("imap: another fetch is running for %s; waiting for it", self.name_)
+            log.info("imap: another fetch is running for %s; waiting for it", self.mailbox)
             if not lock.acquire(self.stop):
                 return True
         try:
@@ -127,7 +132,7 @@ class FetchWorker(threading.Thread):
             self.storage_retry.reset()
             return True
         delay = min(self.storage_retry.next(), self.imap.poll_seconds)
-        log.warning("imap: %s left in place, retrying in %.1fs", self.name_, delay)
+        log.warning("imap: %s left in place, retrying in %.1fs", self.mailbox, delay)
         self.stop.wait(delay)
         return False
 

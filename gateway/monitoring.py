@@ -38,7 +38,10 @@ class Alert:
     subject: str
 
 
-def is_alert(message: InboundMessage) -> bool:
+def is_alert(message: InboundMessage, senders: tuple[str, ...] = ()) -> bool:
+    """NAV's headers, from a configured NAV sender when monitoring.senders is set."""
+    if senders and message.from_addr not in senders:
+        return False
     return bool(message.header(STATE_HEADER).strip())
 
 

@@ -94,7 +94,7 @@ def _commit(runtime: Runtime, conn: sqlite3.Connection, ctx: Context) -> Result:
     if earlier is not None:
         return Result("duplicate", f"already stored as {key}", earlier[0], message.message_id)
     put_raw(conn, message.raw)
-    if monitoring.is_alert(message):  # NAV mail: paired by device and history id, never answered
+    if monitoring.is_alert(message, runtime.config.monitoring.senders):  # NAV mail: paired by device and history id, never answered
         return monitoring.handle(runtime, conn, ctx, key)
     if ctx.automated is None:
         confirmed = confirmations.confirm(runtime, conn, ctx, key)

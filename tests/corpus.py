@@ -15,7 +15,7 @@ import tempfile
 import time
 import tracemalloc
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiosmtpd.smtp import SMTP
@@ -155,11 +155,18 @@ def half_stored(conn: sqlite3.Connection) -> list[str]:
 
 @dataclass
 class SweepFigures:
-    """What one in-process sweep measured, for docs/reliability.md."""
+    """What one sweep measured, for docs/reliability.md."""
 
-    outcomes: Counter[str]
-    slowest: tuple[str, float]
-    peak: tuple[str, int]
+    outcomes: Counter[str] = field(default_factory=Counter)
+    slowest: tuple[str, float] = ("", 0.0)
+    peak: tuple[str, int] = ("", 0)
+
+    def note(self, name: str, outcome: str, elapsed: float, peak: int = 0) -> None:
+        self.outcomes[outcome] += 1
+        if elapsed > self.slowest[1]:
+            self.slowest = (name, elapsed)
+        if peak > self.peak[1]:
+            self.peak = (name, peak)
 
 
 def sweep() -> SweepFigures:
@@ -168,23 +175,40 @@ def sweep() -> SweepFigures:
     from gateway.pipeline import process
     from gateway.runtime import Runtime
 
-    figures = SweepFigures(Counter(), ("", 0.0), ("", 0))
+    figures = SweepFigures()
     for path in corpus_files():
         with tempfile.TemporaryDirectory() as tmp:
             runtime = Runtime(load_config(config_for_corpus(Path(tmp))))
-            raw = path.read_bytes()
             tracemalloc.start()
             started = time.perf_counter()
-            result = process(runtime, raw, "pipe")
+            result = process(runtime, path.read_bytes(), "pipe")
             elapsed = time.perf_counter() - started
             peak = tracemalloc.get_traced_memory()[1]
             tracemalloc.stop()
             runtime.close()
-        figures.outcomes[result.outcome] += 1
-        if elapsed > figures.slowest[1]:
-            figures.slowest = (name_of(path), elapsed)
-        if peak > figures.peak[1]:
-            figures.peak = (name_of(path), peak)
+        figures.note(name_of(path), result.outcome, elapsed, peak)
+    return figures
+
+
+def smtp_sweep() -> SweepFigures:
+    """Send every corpus file over SMTP to a fresh `gateway serve`; outcome is the reply's last word."""
+    from gateway.config import load_config
+    from gateway.server import Server
+    from tests.support import smtp_send
+
+    figures = SweepFigures()
+    for path in corpus_files():
+        with tempfile.TemporaryDirectory() as tmp:
+            server = Server(load_config(config_for_corpus(Path(tmp))))
+            server.start()
+            try:
+                started = time.perf_counter()
+                code, text = smtp_send(server.listener.address[1], as_smtp(path.read_bytes()))
+                elapsed = time.perf_counter() - started
+            finally:
+                server.stop()
+        outcome = text.decode().rpartition(" ")[2] if code == 250 else f"{code} {text.decode()}"
+        figures.note(name_of(path), outcome, elapsed)
     return figures
 
 
@@ -193,10 +217,12 @@ def main() -> int:
     if not files:
         print(f"no corpus at {CORPUS}", file=sys.stderr)
         return 66
-    figures = sweep()
-    print(f"{len(files)} messages: " + ", ".join(f"{k} {v}" for k, v in sorted(figures.outcomes.items())))
-    print(f"slowest: {figures.slowest[0]} {figures.slowest[1]:.3f} s (with tracemalloc on)")
-    print(f"peak traced memory: {figures.peak[0]} {figures.peak[1] / 2**20:.1f} MB")
+    for title, figures in (("in-process", sweep()), ("smtp", smtp_sweep())):
+        counts = ", ".join(f"{k}: {v}" for k, v in sorted(figures.outcomes.items()))
+        print(f"{title}: {len(files)} messages; {counts}")
+        print(f"  slowest: {figures.slowest[0]} {figures.slowest[1]:.3f} s")
+        if figures.peak[1]:
+            print(f"  peak traced memory: {figures.peak[0]} {figures.peak[1] / 2**20:.1f} MB")
     return 0
 
 

@@ -25,6 +25,7 @@ from gateway.imap import FetchWorker, fetch_once
 from gateway.imap_mailbox import Mailbox, mailbox_name
 from gateway.mailbox_lock import MailboxLock
 from gateway.pipeline import Result
+from gateway.server import Server
 from gateway.store import Store
 from tests.imapserver import Dovecot, dovecot_available, running_dovecot
 from tests.support import REPO, RecordingRelay, mail, wait_for
@@ -413,3 +414,50 @@ def test_change_announced_with_idle_continuation_is_not_missed(dovecot: Dovecot,
         assert len(mailbox.pending()) == 1
     finally:
         mailbox.close()
+
+
+def test_serve_fetches_and_sends_the_receipt(
+    config_path: Path, dovecot: Dovecot, relay: RecordingRelay
+) -> None:
+    """`gateway serve` with [imap] takes mail from the mailbox and its outbox sends the receipt."""
+    config = with_imap(config_path, dovecot, poll_seconds=600.0)
+    server = Server(config)
+    server.start()
+    try:
+        dovecot.append("INBOX", backlog()[0])
+        wait_for(lambda: receipts(relay)[KARI] == 1, what="the receipt at the relay")
+        wait_for(lambda: dovecot.folder_uids("INBOX") == [], what="the message to be moved")
+    finally:
+        server.stop()
+    assert server.fetcher is not None and not server.fetcher.is_alive()
+
+
+def test_worker_without_idle_polls_and_waits_for_the_mailbox_lock(
+    config_path: Path, dovecot: Dovecot, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without IDLE the worker polls; while another fetch holds the mailbox it waits, then drains."""
+    config = with_imap(config_path, dovecot, idle=False, poll_seconds=0.2)
+    assert config.imap is not None
+    caplog.set_level(logging.INFO, logger="gateway.imap")
+    other = MailboxLock(config.storage.path, mailbox_name(config.imap))
+    assert other.try_acquire()
+    stored: list[Result] = []
+    stop = threading.Event()
+    worker = FetchWorker(config, on_stored=stored.append, stop=stop)
+    worker.start()
+    try:
+        dovecot.append("INBOX", backlog()[0])
+        wait_for(
+            lambda: any("waiting for it" in r.getMessage() for r in caplog.records),
+            what="the worker to wait for the lock",
+        )
+        assert stored == [] and len(dovecot.folder_uids("INBOX")) == 1
+        other.release()
+        wait_for(lambda: len(stored) == 1, what="the drain once the lock is free")
+        dovecot.append("INBOX", backlog()[1])
+        wait_for(lambda: len(stored) == 2, what="the next poll to take the second message")
+    finally:
+        other.release()
+        stop.set()
+        worker.join(timeout=10)
+    assert not worker.is_alive()

@@ -159,3 +159,18 @@ def test_alert_for_an_unknown_device_is_held_for_triage(runtime: Runtime) -> Non
     ]
     assert runtime.store.one("SELECT count(*) AS n FROM cases")["n"] == 0
     assert _outbox_size(runtime) == 0
+
+
+def test_nav_headers_from_an_unlisted_sender_open_nothing(tmp_path, relay) -> None:  # type: ignore[no-untyped-def]
+    """With monitoring.senders set, a forged "Box is down" from anyone else is held, not an incident."""
+    from gateway.config import load_config
+    from tests.support import write_config
+
+    path = write_config(tmp_path, relay_port=relay.port)
+    path.write_text(path.read_text() + '\n[monitoring]\nsenders = ["NAV@noc.service.example"]\n')
+    runtime = Runtime(load_config(path))
+    forged = nav("start", "sw-nordby-1", 5150).replace(b"nav@noc.service.example", b"nav@evil.example", 1)
+    assert process(runtime, forged, "smtp").outcome == "held"
+    assert process(runtime, nav("start", "sw-nordby-2", 5151), "smtp").outcome == "opened"
+    assert [c["subject"] for c in runtime.store.query("SELECT subject FROM cases")] == ["Box sw-nordby-2 is down"]
+    runtime.close()
