@@ -153,8 +153,8 @@ def main() -> int:
         )
         print(f"{'HTML part size':<38} {len(digests[0][0].html):>7} B")
         weekly = latest_period("weekly", now, runtime.calendar)
-        timed("report --json (weekly)", lambda: as_json(figures.agents(weekly, now)))
-        timed("report --csv (weekly)", lambda: csv_rows(figures.agents(weekly, now)))
+        timed("report --json (weekly, every row)", lambda: as_json(figures.agents(weekly, now, None)))
+        timed("report --csv (weekly, every row)", lambda: csv_rows(figures.agents(weekly, now, None)))
         timed(
             "report tables (weekly)",
             lambda: print_tables(figures.agents(weekly, now), Console(file=io.StringIO(), width=120)),

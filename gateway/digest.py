@@ -12,7 +12,6 @@ from gateway import clock
 from gateway.addresses import AddressError, normalise_address
 from gateway.config import Config
 from gateway.figures import (
-    LIST_LIMIT,
     PERIODS,
     AgentFigures,
     CustomerFigures,
@@ -26,7 +25,6 @@ from gateway.runtime import Runtime
 from gateway.templates import WEEKDAYS_NB
 
 EX_OK = 0
-EX_USAGE = 64
 EX_NOINPUT = 66
 # Bars never fill their cell, so the count beside the longest one still fits on a phone.
 BAR_MAX_PERCENT = 80
@@ -84,7 +82,6 @@ def agents_digest(runtime: Runtime, figures: AgentFigures, to: list[str], audien
         "period": figures.period,
         "figures": figures,
         "chart": chart(figures.days, language),
-        "limit": LIST_LIMIT,
     }
     subject, text, html = _render(runtime, "staff", language, context)
     return Digest(audience, to, language, subject, text, html)

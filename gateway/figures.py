@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from gateway import upcoming_changes
+from gateway import clock, upcoming_changes
 from gateway.config import Config, Targets
 from gateway.registry import Registry
 from gateway.store import Store
 from gateway.workdays import WorkingCalendar
-
-log = logging.getLogger("gateway.figures")
 
 OPEN_STATES = ("new", "open", "pending")
 PERIODS = ("daily", "weekly")
@@ -199,8 +196,6 @@ class OpeningHours:
 
 
 def _range(period: Period) -> tuple[str, str]:
-    from gateway import clock
-
     return clock.iso(period.start), clock.iso(period.end)
 
 

@@ -6,7 +6,7 @@ import logging
 import sys
 import threading
 from email.parser import BytesHeaderParser
-from email.policy import default
+from email.policy import compat32, default
 
 from imapclient.exceptions import LoginError
 
@@ -239,11 +239,14 @@ def _dry_run(imap: ImapConfig, password: str) -> int:
 
 
 def _summary(header_block: bytes) -> tuple[str, str, str]:
-    headers = BytesHeaderParser(policy=default).parsebytes(header_block)
+    """Date, From and Subject decoded for a person; a header too broken to decode is shown raw."""
+    decoded = BytesHeaderParser(policy=default).parsebytes(header_block)
+    raw = BytesHeaderParser(policy=compat32).parsebytes(header_block)
     values = []
     for name in ("Date", "From", "Subject"):
         try:
-            values.append(" ".join(str(headers.get(name, "")).split()))
-        except Exception:  # a header too broken to decode is shown raw
-            values.append(" ".join(str(headers.get_all(name, [""])[0]).split()))
+            text = str(decoded.get(name, ""))
+        except Exception:
+            text = str(raw.get(name, ""))
+        values.append(" ".join(text.split()))
     return values[0], values[1], values[2]

@@ -55,35 +55,80 @@ def process(
     quarantine_errors: bool = True,
 ) -> Result:
     """Store one message and act on it; raises StorageUnavailable when the sender must retry."""
-    result = _process(runtime, raw, source, envelope_from, quarantine_errors)
-    # One log line per message, whichever intake it came by: what happened to it and why.
+    if quarantine_errors:
+        return process_batch(runtime, [(raw, source, envelope_from)])[0]
+    result = _replay(runtime, raw, source, envelope_from)
     logs.message_outcome(source, result)
     return result
 
 
-def _process(
-    runtime: Runtime, raw: bytes, source: str, envelope_from: str | None, quarantine_errors: bool
-) -> Result:
+def process_batch(runtime: Runtime, items: list[tuple[bytes, str, str | None]]) -> list[Result]:
+    """Several messages in one transaction, so one fsync covers them all (group commit).
+
+    Each message runs inside its own savepoint: one that fails is rolled back alone and quarantined
+    in the same transaction. Storage trouble fails the whole batch, and every sender retries.
+    """
+    prepared: list[Context | Exception] = []
+    for raw, source, envelope_from in items:
+        try:
+            prepared.append(_prepare(runtime, raw, source, envelope_from))
+        except Exception as exc:
+            prepared.append(exc)
     try:
-        message = parse(raw, envelope_from)
-        registry = runtime.registry()
-        sender = identify(message.from_addr, message.from_name, registry)
-        verdict = check_sender(runtime, message, source, sender)
-        if sender.kind == "agent" and not verdict.authenticated and runtime.config.auth.require_for_agents:
-            # An agent's address without proof is treated like any stranger's: held, not obeyed.
-            sender = Sender(sender.address, sender.name, "unknown")
-        automated = loops.automated_reason(message, runtime.config.service.address)
-        ctx = Context(message=message, source=source, sender=sender, automated=automated, verdict=verdict)
+        with runtime.store.write() as conn:
+            results = [
+                _commit_guarded(runtime, conn, ready, raw, source)
+                for ready, (raw, source, _) in zip(prepared, items, strict=True)
+            ]
+    except (sqlite3.Error, OSError) as exc:
+        raise StorageUnavailable(str(exc)) from exc
+    for result, (_, source, _) in zip(results, items, strict=True):
+        # One log line per message, whichever intake it came by: what happened to it and why.
+        logs.message_outcome(source, result)
+    return results
+
+
+def _prepare(runtime: Runtime, raw: bytes, source: str, envelope_from: str | None) -> Context:
+    """Everything that needs no database: parse, identify, authenticate, screen."""
+    message = parse(raw, envelope_from)
+    sender = identify(message.from_addr, message.from_name, runtime.registry())
+    verdict = check_sender(runtime, message, source, sender)
+    if sender.kind == "agent" and not verdict.authenticated and runtime.config.auth.require_for_agents:
+        # An agent's address without proof is treated like any stranger's: held, not obeyed.
+        sender = Sender(sender.address, sender.name, "unknown")
+    automated = loops.automated_reason(message, runtime.config.service.address)
+    return Context(message=message, source=source, sender=sender, automated=automated, verdict=verdict)
+
+
+def _commit_guarded(
+    runtime: Runtime, conn: sqlite3.Connection, ready: Context | Exception, raw: bytes, source: str
+) -> Result:
+    if isinstance(ready, Exception):
+        return _quarantine_in(conn, raw, source, ready)
+    conn.execute("SAVEPOINT message")
+    try:
+        result = _commit(runtime, conn, ready)
+    except sqlite3.OperationalError:
+        raise  # locked, full, read-only: ours and temporary, for the whole batch
+    except Exception as exc:
+        conn.execute("ROLLBACK TO message")
+        result = _quarantine_in(conn, raw, source, exc)
+    conn.execute("RELEASE message")
+    return result
+
+
+def _replay(runtime: Runtime, raw: bytes, source: str, envelope_from: str | None) -> Result:
+    """A quarantined message once more: errors are reported, not quarantined a second time."""
+    try:
+        ctx = _prepare(runtime, raw, source, envelope_from)
         with runtime.store.write() as conn:
             return _commit(runtime, conn, ctx)
     except StorageUnavailable:
         raise
     except (sqlite3.Error, OSError) as exc:
         raise StorageUnavailable(str(exc)) from exc
-    except Exception as exc:  # a poison message must not stop the worker or be lost
-        if not quarantine_errors:
-            return Result("quarantined", f"{type(exc).__name__}: {exc}"[:500])
-        return quarantine(runtime, raw, source, exc)
+    except Exception as exc:  # replaying: report the error, the entry is already in quarantine
+        return Result("quarantined", f"{type(exc).__name__}: {exc}"[:500])
 
 
 def _commit(runtime: Runtime, conn: sqlite3.Connection, ctx: Context) -> Result:
@@ -94,7 +139,8 @@ def _commit(runtime: Runtime, conn: sqlite3.Connection, ctx: Context) -> Result:
     if earlier is not None:
         return Result("duplicate", f"already stored as {key}", earlier[0], message.message_id)
     put_raw(conn, message.raw)
-    if monitoring.is_alert(message, runtime.config.monitoring.senders):  # NAV mail: paired by device and history id, never answered
+    # NAV mail: paired by device and history id, never answered.
+    if monitoring.is_alert(message, runtime.config.monitoring.senders):
         return monitoring.handle(runtime, conn, ctx, key)
     if ctx.automated is None:
         confirmed = confirmations.confirm(runtime, conn, ctx, key)
@@ -127,15 +173,20 @@ def check_sender(runtime: Runtime, message: InboundMessage, source: str, sender:
 
 
 def quarantine(runtime: Runtime, raw: bytes, source: str, exc: BaseException) -> Result:
+    """Quarantine in a transaction of its own (for intakes that found the problem themselves)."""
+    with runtime.store.write() as conn:
+        return _quarantine_in(conn, raw, source, exc)
+
+
+def _quarantine_in(conn: sqlite3.Connection, raw: bytes, source: str, exc: BaseException) -> Result:
     """Keep a message we could not process, whole and with the error, for an operator to replay."""
     error = f"{type(exc).__name__}: {exc}"[:500]
     detail = "".join(traceback.format_exception(exc))[-4000:]
-    with runtime.store.write() as conn:
-        digest = put_raw(conn, raw)
-        cursor = conn.execute(
-            "INSERT INTO quarantine (sha256, source, error, detail, created_at) VALUES (?, ?, ?, ?, ?)",
-            (digest, source, error, detail, clock.iso()),
-        )
+    digest = put_raw(conn, raw)
+    cursor = conn.execute(
+        "INSERT INTO quarantine (sha256, source, error, detail, created_at) VALUES (?, ?, ?, ?, ?)",
+        (digest, source, error, detail, clock.iso()),
+    )
     return Result("quarantined", error, None, f"quarantine:{cursor.lastrowid}")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import threading
+import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,13 +208,20 @@ def load_registry(path: Path) -> Registry:
 class RegistryFile:
     """The registry on disk, re-read when its modification time or size changes."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, check_every: float = 1.0) -> None:
         self.path = path
+        self.check_every = check_every
         self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
+        self._checked = 0.0
         self._registry = Registry()
 
     def current(self) -> Registry:
+        # An edit is picked up within check_every seconds; per message we only read a clock.
+        now = time.monotonic()
+        if self._stamp is not None and now - self._checked < self.check_every:
+            return self._registry
+        self._checked = now
         stat = os.stat(self.path)
         stamp = (stat.st_mtime_ns, stat.st_size)
         with self._lock:

@@ -22,7 +22,7 @@ class Runtime:
         self.config = config
         self.store = store or config.storage.open()
         self.templates = Templates(config.templates_dir, config.service.timezone)
-        self._registry_file = RegistryFile(config.registry.file)
+        self.registry_file = RegistryFile(config.registry.file)
         self._last_registry: Registry | None = None
         self._rules = load_rules(config.rules_dir, self.templates.events("customer"))
         # One lock serialises processing so a shared connection never interleaves transactions.
@@ -33,7 +33,7 @@ class Runtime:
     def registry(self) -> Registry:
         """The current registry; a broken edit on disk keeps the last good one in service."""
         try:
-            self._last_registry = self._registry_file.current()
+            self._last_registry = self.registry_file.current()
         except RegistryError as exc:
             if self._last_registry is None:
                 raise

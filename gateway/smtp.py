@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
+from dataclasses import dataclass
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from gateway.pipeline import Result, process
+from gateway.pipeline import Result, process_batch
 from gateway.runtime import Runtime
 from gateway.store import StorageUnavailable
 
@@ -24,8 +26,11 @@ class IntakeHandler:
     def __init__(self, runtime: Runtime, on_stored: Callable[[Result], None] | None = None) -> None:
         self.runtime = runtime
         self.on_stored = on_stored
-        # One worker: SQLite has one writer anyway, and the event loop stays free for I/O.
-        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intake")
+        # One worker: SQLite has one writer anyway, and the event loop stays free for I/O. It commits
+        # whatever queued up during the previous commit in one transaction (group commit).
+        self.waiting: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self.worker = threading.Thread(target=self._work, name="intake", daemon=True)
+        self.worker.start()
         self.accepting = True
         # DATA commands between "accepted for processing" and "answer written"; stop() waits for none.
         self.in_flight = 0
@@ -61,9 +66,10 @@ class IntakeHandler:
     async def _data(self, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
         mail_from = envelope.mail_from or ""
-        loop = asyncio.get_running_loop()
+        job = _Job(raw, mail_from, Future())
+        self.waiting.put(job)
         try:
-            result = await loop.run_in_executor(self.worker, self._process, raw, mail_from)
+            result = await asyncio.wrap_future(job.done)
         except StorageUnavailable as exc:
             log.error("temporary failure, message not accepted: %s", exc)
             return "451 4.3.0 Temporary failure storing the message, please retry"
@@ -74,9 +80,48 @@ class IntakeHandler:
             self.on_stored(result)
         return f"250 2.0.0 Stored as {result.outcome}"
 
-    def _process(self, raw: bytes, mail_from: str) -> Result:
-        with self.runtime.lock:
-            return process(self.runtime, raw, "smtp", envelope_from=mail_from)
+    def _work(self) -> None:
+        while True:
+            first = self.waiting.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    job = self.waiting.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    self.waiting.put(None)  # finish this batch, then stop
+                    break
+                batch.append(job)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Job]) -> None:
+        try:
+            with self.runtime.lock:
+                results = process_batch(self.runtime, [(j.raw, "smtp", j.mail_from) for j in batch])
+        except Exception as exc:  # every sender in the batch gets a temporary failure and retries
+            for job in batch:
+                job.done.set_exception(exc)
+            return
+        for job, result in zip(batch, results, strict=True):
+            job.done.set_result(result)
+
+    def stop_worker(self) -> None:
+        self.waiting.put(None)
+        self.worker.join(timeout=120)
+
+
+@dataclass(frozen=True)
+class _Job:
+    raw: bytes
+    mail_from: str
+    done: Future[Result]
+
+
+# Messages per transaction; bounds how long one commit holds the write lock.
+MAX_BATCH = 64
 
 
 class Listener:
@@ -109,7 +154,7 @@ class Listener:
     def stop(self) -> None:
         """Stop taking mail; let the messages being processed finish and get their answer first."""
         self.handler.drain(timeout=120)
-        self.handler.worker.shutdown(wait=True)
+        self.handler.stop_worker()
         self.controller.stop()
 
     @property

@@ -51,6 +51,9 @@ class Templates:
         self.zone = ZoneInfo(timezone)
         self.env = Environment(
             loader=FileSystemLoader(str(directory)),
+            # Loaded once: a template deployed ahead of its code must not change a running gateway
+            # mid-stream (restart to take new templates), and no stat() per rendered mail.
+            auto_reload=False,
             undefined=StrictUndefined,
             autoescape=False,
             keep_trailing_newline=True,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from aiosmtpd.smtp import SMTP
 
-from tests.support import write_config
+from tests.support import mail, smtp_send, write_config
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 
@@ -175,6 +175,10 @@ def sweep() -> SweepFigures:
     from gateway.pipeline import process
     from gateway.runtime import Runtime
 
+    with tempfile.TemporaryDirectory() as tmp:  # imports and caches once, as a running gateway has them
+        runtime = Runtime(load_config(config_for_corpus(Path(tmp))))
+        process(runtime, mail(), "pipe")
+        runtime.close()
     figures = SweepFigures()
     for path in corpus_files():
         with tempfile.TemporaryDirectory() as tmp:
@@ -194,7 +198,6 @@ def smtp_sweep() -> SweepFigures:
     """Send every corpus file over SMTP to a fresh `gateway serve`; outcome is the reply's last word."""
     from gateway.config import load_config
     from gateway.server import Server
-    from tests.support import smtp_send
 
     figures = SweepFigures()
     for path in corpus_files():

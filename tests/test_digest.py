@@ -6,7 +6,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default
@@ -16,12 +16,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from freezegun import freeze_time
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway import clock
 from gateway.cli import main
-from gateway.config import load_config
+from gateway.config import ConfigError, load_config
 from gateway.digest import build
-from gateway.figures import AgentFigures, Figures, latest_period
+from gateway.figures import AgentFigures, Figures, OpeningHours, latest_period
 from gateway.runtime import Runtime
 from gateway.store import Store
 from gateway.workdays import WorkingCalendar
@@ -132,6 +134,19 @@ def test_critical_cases_count_round_the_clock(config_file: Path, store: Store) -
     assert late == {("Kritisk lørdag", "first-response"), ("Kritisk lørdag", "resolution")}
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    start=st.datetimes(datetime(2025, 12, 1), datetime(2026, 12, 31), timezones=st.just(OSLO)),
+    span=st.timedeltas(timedelta(0), timedelta(days=60)),
+)
+def test_summed_opening_hours_match_the_calendar(start: datetime, span: timedelta) -> None:
+    """Opening hours summed per whole day equal the calendar's own count, across DST and holidays."""
+    calendar = WorkingCalendar("Europe/Oslo")
+    hours = OpeningHours(calendar, date(2026, 3, 1))  # spans start before and after the origin
+    expected = calendar.business_seconds_between(start, start + span)
+    assert hours.between(start, start + span) == pytest.approx(expected, abs=1e-6)
+
+
 def test_targets_come_from_config(tmp_path: Path) -> None:
     """A [targets] table in the config moves the deadline for that priority."""
     path = digest_config(tmp_path)
@@ -142,6 +157,9 @@ def test_targets_come_from_config(tmp_path: Path) -> None:
     add_case(opened, "Kort frist", oslo(2026, 11, 23, 9, 0))
     opened.close()
     assert breached(agent_figures(path, oslo(2026, 11, 23, 9, 45))) == {("Kort frist", "first-response")}
+    path.write_text(path.read_text() + "urgent = { resolution_hours = 1 }\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"targets\.urgent: unknown priority"):
+        load_config(path)
 
 
 def test_same_period_twice_sends_once(

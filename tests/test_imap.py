@@ -13,6 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -388,11 +389,14 @@ def test_locked_store_leaves_message_unflagged_and_exits_75(
     assert count(config.storage.open(), "SELECT count(*) FROM cases") == 1
 
 
-def test_unreachable_server_is_a_temporary_failure(
+def test_refused_login_or_unreachable_server_is_a_temporary_failure(
     config_path: Path, dovecot: Dovecot, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A server that is down gives exit 75 and one line saying which server could not be reached."""
+    """A refused login or a server that is down gives exit 75 and one line saying why."""
     config = with_imap(config_path, dovecot)
+    assert config.imap is not None
+    assert fetch_once(replace(config, imap=replace(config.imap, password="wrong"))) == 75
+    assert capsys.readouterr().err.startswith("temporary failure: imap login failed for gateway at 127.0.0.1")
     dovecot.stop()
     assert fetch_once(config) == 75
     err = capsys.readouterr().err.strip().splitlines()

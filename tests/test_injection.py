@@ -8,7 +8,6 @@ import json
 from collections.abc import Iterator
 from email.header import decode_header, make_header
 from email.utils import getaddresses
-from pathlib import Path
 
 import pytest
 from freezegun import freeze_time
@@ -180,7 +179,7 @@ def test_injected_line_breaks_never_reach_our_headers(
         assert_ours(injection_runtime, row, sender)
 
 
-def test_the_documented_example_is_one_subject_line(injection_runtime: Runtime, tmp_path: Path) -> None:
+def test_the_documented_example_is_one_subject_line(injection_runtime: Runtime) -> None:
     """`=?utf-8?q?hei=0D=0ABcc:_victim@example.com?=` is one Subject line; the receipt goes to Kari alone."""
     before = _last_outbox_id(injection_runtime)
     raw = (

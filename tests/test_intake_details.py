@@ -57,6 +57,7 @@ def test_registry_is_reread_when_it_changes_and_a_broken_edit_keeps_the_old(
     path = write_config(tmp_path, relay_port=relay.port)
     path.write_text(path.read_text().replace(str(REPO / "data" / "contacts.toml"), str(registry)))
     runtime = Runtime(load_config(path))
+    runtime.registry_file.check_every = 0.0  # look at the file on every message, not once a second
     newcomer = "Nina Ny <nina@nordby-skole.example>"
     assert process(runtime, mail(sender=newcomer, subject="Hei"), "pipe").outcome == "refused"  # end user
     registry.write_text(
