@@ -27,7 +27,7 @@ def store_message(
         " VALUES (?, 'in', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             m.message_id or key,
-            key,
+            key or None,  # no key: a kept duplicate, which must not claim the unique slot
             case_id,
             disposition,
             reason,
@@ -357,7 +357,10 @@ def _notify(
 
 def _mark_bounced(conn: sqlite3.Connection, ctx: Context, row: int) -> None:
     for mid in loops.bounced_message_ids(ctx.message):
-        found = conn.execute("SELECT id, case_id FROM outbox WHERE message_id = ?", (mid,)).fetchone()
+        # Only mail that has left can bounce: a forged report must not stop a queued receipt.
+        found = conn.execute(
+            "SELECT id, case_id FROM outbox WHERE message_id = ? AND status = 'sent'", (mid,)
+        ).fetchone()
         if found is None:
             continue
         conn.execute(

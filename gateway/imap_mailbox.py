@@ -15,6 +15,10 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 from gateway.config import ImapConfig
 
 log = logging.getLogger("gateway.imap")
+# imapclient logs every socket shutdown at INFO; we report failures ourselves, once, and a cron
+# line should stay quiet. `gateway -v` (root at DEBUG before this import) keeps its detail.
+if not logging.getLogger().isEnabledFor(logging.DEBUG):
+    logging.getLogger("imapclient").setLevel(logging.WARNING)
 
 # Everything that means "the server or the connection failed": reconnect, never stall.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (IMAPClientError, OSError)

@@ -27,6 +27,8 @@ ISOLATE_ABOVE_BYTES = 1024 * 1024
 ISOLATE_FRACTION = 0.5
 PARSE_TIMEOUT_SECONDS = 10.0
 PARSE_MEMORY_BYTES = 1024 * 1024 * 1024
+_EXIT_TOO_COMPLEX = 65  # the child's exit codes (sysexits: data error, OS error)
+_EXIT_MEMORY = 71
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _ENCODED_WORD = re.compile(rb"=\?[^?\s]+\?[bBqQ]\?")
@@ -188,16 +190,15 @@ def probe(raw: bytes, timeout: float | None = None) -> None:
         raise MessageTooComplex(child.stderr.decode("utf-8", "replace").strip()[-300:])
     if child.returncode == _EXIT_MEMORY:
         raise MessageTooComplex(f"parsing needed more than {PARSE_MEMORY_BYTES // 2**20} MB")
+    if child.returncode < 0:
+        # Killed by a signal (an allocation failing in C code aborts): the worker must not try.
+        raise MessageTooComplex(f"the parse crashed (signal {-child.returncode})")
     if child.returncode != 0:
         # The parser's own failure: the worker's parse raises it again, with a traceback
         # for the quarantine. Logged in case the child itself cannot start.
         log.warning(
             "parse probe exited %s: %s", child.returncode, child.stderr[-300:].decode("utf-8", "replace")
         )
-
-
-_EXIT_TOO_COMPLEX = 65
-_EXIT_MEMORY = 71
 
 
 def _child() -> int:

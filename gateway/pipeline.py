@@ -135,8 +135,15 @@ def _commit(runtime: Runtime, conn: sqlite3.Connection, ctx: Context) -> Result:
     """One transaction: de-duplicate, thread, decide, act. All or nothing."""
     message = ctx.message
     key = message.message_id or f"sha256:{message.sha256}"
-    earlier = conn.execute("SELECT case_id FROM messages WHERE dedupe_key = ?", (key,)).fetchone()
+    earlier = conn.execute("SELECT case_id, sha256 FROM messages WHERE dedupe_key = ?", (key,)).fetchone()
     if earlier is not None:
+        if (
+            earlier[1] != message.sha256
+            and not conn.execute("SELECT 1 FROM messages WHERE sha256 = ?", (message.sha256,)).fetchone()
+        ):
+            # Same Message-ID, other bytes (another route, or a reused id): keep them, act on nothing.
+            put_raw(conn, message.raw)
+            casework.store_message(conn, ctx, "", earlier[0], "duplicate", f"same Message-ID as {key}")
         return Result("duplicate", f"already stored as {key}", earlier[0], message.message_id)
     put_raw(conn, message.raw)
     # NAV mail: paired by device and history id, never answered.

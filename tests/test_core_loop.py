@@ -117,6 +117,22 @@ def test_same_message_twice_is_stored_once(server: Server, relay: RecordingRelay
     assert store.one("SELECT count(*) AS n FROM outbox WHERE kind = 'receipt'")["n"] == 1
 
 
+def test_same_message_id_with_other_bytes_is_kept_but_not_acted_on(server: Server, relay: RecordingRelay) -> None:
+    """A second copy with the same Message-ID but other bytes is stored on the case; no new case or receipt."""
+    port = server.listener.address[1]
+    first = mail(message_id="<route@nordby-skole.example>")
+    second = b"Received: from backup-mx.example by mx.example; Tue, 24 Nov 2026 10:01:00 +0100\r\n" + first
+    assert smtp_send(port, first)[0] == 250
+    assert smtp_send(port, second)[0] == 250
+    assert smtp_send(port, second)[0] == 250  # the same bytes again: nothing more to keep
+    store = server.runtime.store
+    rows = store.query("SELECT disposition, case_id, sha256 FROM messages ORDER BY id")
+    assert [(r["disposition"], r["case_id"]) for r in rows] == [("case", 1), ("duplicate", 1)]
+    kept = store.one("SELECT raw FROM raw_messages WHERE sha256 = ?", (rows[1]["sha256"],))
+    assert bytes(kept["raw"]) == second
+    assert store.one("SELECT count(*) AS n FROM outbox WHERE kind = 'receipt'")["n"] == 1
+
+
 def test_relay_down_delays_receipt_until_it_is_back(server: Server, relay: RecordingRelay) -> None:
     """With the relay stopped the receipt waits in the outbox, and is delivered once it is back."""
     relay.stop()
