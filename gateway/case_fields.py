@@ -12,18 +12,15 @@ def collect(conn: sqlite3.Connection, case_id: int, evidence: Evidence) -> list[
     """Record the fields this message supplies; return the ones that were not present before."""
     fresh = []
     for key, quote in found_in(evidence).items():
-        row = conn.execute(
-            "SELECT state FROM case_fields WHERE case_id = ? AND field = ?", (case_id, key)
-        ).fetchone()
-        if row is not None and row[0] == "present":
-            continue
-        conn.execute(
+        # One statement per field; rowcount 0 means it was already present (first evidence wins).
+        cursor = conn.execute(
             "INSERT INTO case_fields (case_id, field, state, evidence, at) VALUES (?, ?, 'present', ?, ?)"
             " ON CONFLICT (case_id, field) DO UPDATE SET state = 'present', evidence = excluded.evidence,"
-            " at = excluded.at",
+            " at = excluded.at WHERE case_fields.state != 'present'",
             (case_id, key, quote, clock.iso()),
         )
-        fresh.append(key)
+        if cursor.rowcount:
+            fresh.append(key)
     return fresh
 
 
