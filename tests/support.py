@@ -171,3 +171,20 @@ def smtp_send(
         if code != 250:
             return code, text
         return client.data(raw)
+
+
+def dkim_keypair() -> tuple[bytes, bytes]:
+    """A fresh RSA key (PEM) and its DKIM TXT record, made offline with openssl."""
+    import base64
+    import shutil
+    import subprocess
+
+    import pytest
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a DKIM key")
+    key = subprocess.run(["openssl", "genrsa", "2048"], capture_output=True, check=True).stdout
+    der = subprocess.run(
+        ["openssl", "rsa", "-pubout", "-outform", "DER"], input=key, capture_output=True, check=True
+    ).stdout
+    return key, b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import json
-import shutil
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from email import message_from_bytes
@@ -23,7 +20,7 @@ from gateway.config import load_config
 from gateway.pipeline import process
 from gateway.runtime import Runtime
 from gateway.server import Server
-from tests.support import RecordingRelay, mail, smtp_send, wait_for, write_config
+from tests.support import RecordingRelay, dkim_keypair, mail, smtp_send, wait_for, write_config
 
 CUSTOMER = "IT Nordby <it@nordby-skole.example>"
 CUSTOMER_ADDR = "it@nordby-skole.example"
@@ -33,13 +30,7 @@ SECOND_LINE = "Campus 2. linje <andrelinje@service.example>"
 
 @pytest.fixture(scope="module")
 def dkim_key() -> tuple[bytes, bytes]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a DKIM key")
-    key = subprocess.run(["openssl", "genrsa", "2048"], capture_output=True, check=True).stdout
-    der = subprocess.run(
-        ["openssl", "rsa", "-pubout", "-outform", "DER"], input=key, capture_output=True, check=True
-    ).stdout
-    return key, b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
+    return dkim_keypair()
 
 
 Signer = Callable[[bytes], bytes]

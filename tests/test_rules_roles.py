@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +14,7 @@ from gateway.outbox import Deliverer
 from gateway.pipeline import Result, process
 from gateway.rules import RuleError, load_rules
 from gateway.runtime import Runtime
-from tests.support import RecordingRelay, mail, write_config
+from tests.support import RecordingRelay, dkim_keypair, mail, write_config
 
 KARI = "Kari Nordmann <kari.nordmann@nordby-skole.example>"  # Teknisk ansvarlig, Nordby skole
 IT_NORDBY = "IT Nordby <it@nordby-skole.example>"  # incidents, change, local-support
@@ -322,13 +319,7 @@ def test_unauthenticated_technical_order_opens_after_confirmation_reply(rt: Runt
 
 
 def _keypair() -> tuple[bytes, bytes]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a DKIM key")
-    key = subprocess.run(["openssl", "genrsa", "2048"], capture_output=True, check=True).stdout
-    der = subprocess.run(
-        ["openssl", "rsa", "-pubout", "-outform", "DER"], input=key, capture_output=True, check=True
-    ).stdout
-    return key, b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
+    return dkim_keypair()
 
 
 @freeze_time(OPEN)
