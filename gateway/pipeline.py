@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from gateway import agents, casework, change_notices, clock, confirmations, logs, loops, monitoring
 from gateway.auth import Verdict, authenticate
+from gateway.crashpoints import crashpoint
 from gateway.message import InboundMessage, parse
 from gateway.predicates import Facts
 from gateway.rules import Decision, decide
@@ -82,6 +83,7 @@ def process_batch(runtime: Runtime, items: list[tuple[bytes, str, str | None]]) 
             ]
     except (sqlite3.Error, OSError) as exc:
         raise StorageUnavailable(str(exc)) from exc
+    crashpoint("after-commit")
     for result, (_, source, _) in zip(results, items, strict=True):
         # One log line per message, whichever intake it came by: what happened to it and why.
         logs.message_outcome(source, result)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -19,34 +19,63 @@ class StorageUnavailable(Exception):
     """The store cannot take a write right now; the sender should retry later."""
 
 
+# SQLITE_READONLY, SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN: after one of these the connection
+# itself may be what is stuck (SQLite opens a file it may not write read-only, for good), so the
+# next write opens a fresh one. A locked database (SQLITE_BUSY) needs no such thing.
+_REOPEN_AFTER = frozenset({8, 10, 13, 14})
+
+
 class Store:
     """A connection to the gateway database, opened with the durability we promise."""
 
     def __init__(self, path: Path, busy_timeout_ms: int = 10000) -> None:
         self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+        self._reopen_needed = False
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so sqlite3's
-            # implicit transactions never open or commit behind our back.
-            conn = sqlite3.connect(
-                str(path), isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
-            )
-            conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            self.conn = conn
-            self._assert_durability()
-            self.db = Database(conn)
+            self.conn = self._connect()
+            self.db = Database(self.conn)
             migrations.apply(self.db)
         except (sqlite3.Error, OSError) as exc:
             raise StorageUnavailable(f"{path}: {exc}") from exc
 
-    def _assert_durability(self) -> None:
-        mode = self.conn.execute("PRAGMA journal_mode").fetchone()[0]
-        sync = self.conn.execute("PRAGMA synchronous").fetchone()[0]
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so sqlite3's
+        # implicit transactions never open or commit behind our back.
+        timeout_ms = self.busy_timeout_ms
+        conn = sqlite3.connect(
+            str(self.path), isolation_level=None, check_same_thread=False, timeout=timeout_ms / 1000
+        )
+        conn.execute(f"PRAGMA busy_timeout = {timeout_ms}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        self._assert_durability(conn)
+        return conn
+
+    def _assert_durability(self, conn: sqlite3.Connection) -> None:
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        sync = conn.execute("PRAGMA synchronous").fetchone()[0]
         if mode != "wal" or sync != 2:
+            conn.close()
             raise StorageUnavailable(f"journal_mode={mode} synchronous={sync}: need wal and FULL")
+
+    def _reopen(self) -> None:
+        """A fresh connection after the store was full, read-only or failing: `serve` heals by itself."""
+        try:
+            fresh = self._connect()
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageUnavailable(f"{self.path}: {exc}") from exc
+        stale, self.conn, self.db = self.conn, fresh, Database(fresh)
+        self._reopen_needed = False
+        with suppress(sqlite3.Error):
+            stale.close()
+
+    def _failed(self, exc: sqlite3.Error) -> StorageUnavailable:
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF in _REOPEN_AFTER:
+            self._reopen_needed = True
+        return StorageUnavailable(str(exc))
 
     def close(self) -> None:
         self.conn.close()
@@ -54,23 +83,28 @@ class Store:
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
         """One BEGIN IMMEDIATE transaction; any failure rolls back and is reported as temporary."""
+        if self._reopen_needed:
+            self._reopen()
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise StorageUnavailable(str(exc)) from exc
+            raise self._failed(exc) from exc
         try:
             yield self.conn
             self.conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
-            raise StorageUnavailable(str(exc)) from exc
+            raise self._failed(exc) from exc
         except BaseException:
             self._rollback()
             raise
 
     def _rollback(self) -> None:
         if self.conn.in_transaction:
-            self.conn.execute("ROLLBACK")
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:  # the connection is in trouble: the next write starts afresh
+                self._reopen_needed = True
 
     def query(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[dict[str, Any]]:
         cursor = self.conn.execute(sql, params)

@@ -249,20 +249,20 @@ def test_poison_message_is_quarantined_once_and_filed_as_failed(
     monkeypatch.setattr(gateway.pipeline, "parse", fragile_parse)
     config = with_imap(config_path, dovecot)
     poison = mail(message_id="<poison@nordby-skole.example>", headers={"X-Poison": "yes"})
-    dovecot.append("INBOX", backlog()[0])
-    dovecot.append("INBOX", poison)
-    dovecot.append("INBOX", backlog()[1])
+    # Groups of 1, 2, 4: the poison and its copy share the second group's transaction.
+    for raw in (backlog()[0], poison, poison, backlog()[1]):
+        dovecot.append("INBOX", raw)
     assert fetch_once(config) == 0
     store = config.storage.open()
     assert count(store, "SELECT count(*) FROM quarantine WHERE source = 'imap'") == 1
     assert count(store, "SELECT count(*) FROM cases") == 2
-    assert dovecot.fetch_all("Failed") == {1: poison}
+    assert dovecot.fetch_all("Failed") == {1: poison, 2: poison}
     assert len(dovecot.folder_uids("Processed")) == 2
 
     dovecot.append("INBOX", poison)  # delivered again, or met again after a crash
     assert fetch_once(config) == 0
     assert count(store, "SELECT count(*) FROM quarantine") == 1
-    assert list(dovecot.fetch_all("Failed").values()) == [poison, poison]
+    assert list(dovecot.fetch_all("Failed").values()) == [poison] * 3
     assert dovecot.folder_uids("INBOX") == []
 
 
@@ -310,13 +310,13 @@ def test_concurrent_fetchers_process_each_message_once(
     for i in range(20):
         dovecot.append("INBOX", mail(message_id=f"<c{i}@nordby-skole.example>", subject=f"Feil {i}"))
     calls: Counter[bytes] = Counter()
-    real_process = gateway.imap_drain.process
+    real_process_batch = gateway.imap_drain.process_batch
 
-    def counting(runtime: Any, raw: bytes, source: str) -> Result:
-        calls[raw] += 1
-        return real_process(runtime, raw, source)
+    def counting(runtime: Any, items: list[tuple[bytes, str, str | None]]) -> list[Result]:
+        calls.update(raw for raw, _source, _sender in items)
+        return real_process_batch(runtime, items)
 
-    monkeypatch.setattr(gateway.imap_drain, "process", counting)
+    monkeypatch.setattr(gateway.imap_drain, "process_batch", counting)
     start = threading.Barrier(2)
     codes: list[int] = []
 

@@ -1,0 +1,23 @@
+"""Test-only crash points: `GATEWAY_TEST_CRASH_AT=<name>` makes the process die there, like kill -9.
+
+The crash-matrix tests (tests/test_crash_matrix.py) set the variable for one `gateway serve` or
+`gateway deliver` process to stop it at an exact step. Never set it in production. Unset, a call
+costs one comparison of two strings; the variable is read once, at import.
+
+Points: "after-commit" (pipeline: the message's transaction committed, the SMTP 250 / exit 0
+not yet given) and "after-relay-250" (outbox: the relay took a mail, the row not yet marked sent).
+"""
+
+from __future__ import annotations
+
+import os
+
+CRASH_AT = os.environ.get("GATEWAY_TEST_CRASH_AT", "")
+# The exit status a shell reports for a process killed by SIGKILL (128 + 9).
+KILLED = 137
+
+
+def crashpoint(name: str) -> None:
+    """End the process at once, with no cleanup and no flush, when a test asked for this point."""
+    if name == CRASH_AT:
+        os._exit(KILLED)
