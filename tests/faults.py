@@ -187,9 +187,9 @@ def receipts_by_customer(relay: RecordingRelay) -> dict[str, list[str]]:
     return dict(found)
 
 
-def with_imap(config_path: Path, host: str, port: int, username: str, password: str) -> None:
+def with_imap(config_path: Path, host: str, port: int, username: str, password: str, **extra: Any) -> None:
     """Point a test config at a private Dovecot (plain IMAP on loopback)."""
-    values = {"host": host, "port": port, "ssl": "none", "username": username, "password": password}
+    values = {"host": host, "port": port, "ssl": "none", "username": username, "password": password, **extra}
     text = config_path.read_text(encoding="utf-8") + "\n[imap]\n"
     text += "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
     config_path.write_text(text, encoding="utf-8")

@@ -233,6 +233,22 @@ def test_brake_alerts_first_line_once_per_sender_per_hour(runtime: Runtime) -> N
     assert count(runtime, "SELECT count(*) FROM outbox WHERE kind = 'loop-alert'") == 3
 
 
+def test_loop_alert_is_written_in_the_service_language(tmp_path: Path) -> None:
+    """With service.language = "en" the loop-alert to the agents is the English template."""
+    path = write_config(tmp_path)
+    path.write_text(path.read_text(encoding="utf-8").replace('language = "nb"', 'language = "en"', 1))
+    runtime = Runtime(load_config(path))
+    try:
+        process(runtime, mail(), "smtp")
+        with_responder(runtime, "", False)
+        (alert,) = runtime.store.query("SELECT raw FROM outbox WHERE kind = 'loop-alert'")
+    finally:
+        runtime.close()
+    message = message_from_bytes(bytes(alert["raw"]), policy=default)
+    assert str(message["Subject"]) == f"Possible mail loop: automatic replies to {KARI} have stopped"
+    assert "has had 5 automatic replies from us in the last hour" in message.get_body().get_content()
+
+
 @pytest.mark.parametrize(
     "echo",
     [
