@@ -101,10 +101,18 @@ class FetchWorker(threading.Thread):
         try:
             if self.reconnect.failures:
                 log.info("imap: reconnected to %s", self.mailbox)
+            looked_again = False
             while not self.stop.is_set():
                 if not self._drain(runtime, mailbox):
                     continue
                 self.reconnect.reset()
+                if not looked_again and mailbox.pending():
+                    # Mail that came during the pass may have been announced to an earlier command
+                    # (MOVE, EXPUNGE); IDLE would not repeat that, so take it now. Once per cycle:
+                    # a message whose move keeps failing must not make this loop spin.
+                    looked_again = True
+                    continue
+                looked_again = False
                 self.waiting.set()
                 if self.imap.idle and mailbox.can_idle:
                     mailbox.wait_idle(self.stop, min(self.imap.poll_seconds, IDLE_MAX_SECONDS))
