@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import sys
 from collections.abc import Callable
 from datetime import date
@@ -22,7 +21,7 @@ from gateway.changes import (
     reschedule_change,
     send_reminders,
 )
-from gateway.cli import EX_DATAERR, EX_NOINPUT, EX_OK
+from gateway.cli import EX_NOINPUT, EX_OK, print_json, run_action
 from gateway.store import Store
 from gateway.workdays import WorkingCalendar
 
@@ -100,26 +99,8 @@ def _reach(
     }
 
 
-def _print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, ensure_ascii=False, indent=2, default=str)
-    sys.stdout.write("\n")
-
-
 def _write(config: Config, action: Callable[[Runtime], str]) -> int:
-    from gateway.runtime import Runtime
-
-    runtime = Runtime(config)
-    try:
-        print(action(runtime))
-    except ChangeRefused as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        return EX_DATAERR
-    except ChangeNotFound as exc:
-        print(str(exc), file=sys.stderr)
-        return EX_NOINPUT
-    finally:
-        runtime.close()
-    return EX_OK
+    return run_action(config, action, (ChangeRefused,), (ChangeNotFound,))
 
 
 def _recipients(runtime: Runtime, change_id: int, kind: str) -> str:
@@ -188,7 +169,7 @@ def cmd_list(config: Config, args: argparse.Namespace) -> int:
     calendar = WorkingCalendar(config.service.timezone)
     rows = list_changes(config.storage.open(), calendar)
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return EX_OK
     for row in rows:
         counts = {s: sum(n["delivery"] == s for n in row["notices"]) for s in ("sent", "queued", "failed")}
@@ -208,7 +189,7 @@ def cmd_show(config: Config, args: argparse.Namespace) -> int:
         print(f"no change {args.id}", file=sys.stderr)
         return EX_NOINPUT
     if args.json:
-        _print_json(change)
+        print_json(change)
         return EX_OK
     labels = [change["status"], *(["urgent"] if change["urgent"] else []), f"sequence {change['sequence']}"]
     print(f"change {change['id']}: {change['title']} [{', '.join(labels)}]")

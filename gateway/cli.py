@@ -26,9 +26,30 @@ EX_TEMPFAIL = 75
 EX_CONFIG = 78
 
 
-def _print_json(data: Any) -> None:
+def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, ensure_ascii=False, indent=2, default=str)
     sys.stdout.write("\n")
+
+
+def run_action(
+    config: Config,
+    action: Callable[[Any], str],
+    refused: tuple[type[Exception], ...],
+    missing: tuple[type[Exception], ...],
+) -> int:
+    """Run one write command on a fresh Runtime: print its summary; 65 when refused, 66 when not found."""
+    runtime = _runtime(config)
+    try:
+        print(action(runtime))
+    except refused as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return EX_DATAERR
+    except missing as exc:
+        print(str(exc), file=sys.stderr)
+        return EX_NOINPUT
+    finally:
+        runtime.close()
+    return EX_OK
 
 
 def _runtime(config: Config):  # type: ignore[no-untyped-def]
@@ -101,7 +122,7 @@ def cmd_cases_list(config: Config, args: argparse.Namespace) -> int:
 
     rows = list_cases(config.storage.open(), args.status, args.limit)
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return EX_OK
     prefix = config.service.case_prefix
     for row in rows:
@@ -120,7 +141,7 @@ def cmd_cases_show(config: Config, args: argparse.Namespace) -> int:
         print(f"no case {args.id}", file=sys.stderr)
         return EX_NOINPUT
     if args.json:
-        _print_json(case)
+        print_json(case)
         return EX_OK
     print(f"[{config.service.case_prefix}#{case['id']}] {case['subject']}")
     for key in ("status", "category", "priority", "organization", "requester", "created_at"):
@@ -148,7 +169,7 @@ def cmd_quarantine_list(config: Config, args: argparse.Namespace) -> int:
 
     rows = list_quarantine(config.storage.open())
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return EX_OK
     for row in rows:
         replay = f" replayed {row['replayed_at']}: {row['replay_result']}" if row["replayed_at"] else ""
@@ -177,7 +198,7 @@ def cmd_outbox_list(config: Config, args: argparse.Namespace) -> int:
 
     rows = list_outbox(config.storage.open(), args.status)
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return EX_OK
     for row in rows:
         print(
@@ -203,7 +224,7 @@ def cmd_held_list(config: Config, args: argparse.Namespace) -> int:
 
     rows = list_held(config.storage.open())
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return EX_OK
     for row in rows:
         print(
@@ -228,7 +249,7 @@ def cmd_rules_explain(config: Config, args: argparse.Namespace) -> int:
     runtime = _runtime(config)
     report = explain(runtime, Path(args.file).read_bytes())
     if args.json:
-        _print_json(report)
+        print_json(report)
     else:
         for line in report["lines"]:
             print(line)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import sqlite3
-import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -162,21 +161,9 @@ def _send(
 
 
 def _run(config: Config, action: Callable[[Runtime], str]) -> int:
-    from gateway.cli import EX_DATAERR, EX_NOINPUT, EX_OK
-    from gateway.runtime import Runtime
+    from gateway.cli import run_action
 
-    runtime = Runtime(config)
-    try:
-        print(action(runtime))
-    except IncidentRefused as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        return EX_DATAERR
-    except CaseNotFound as exc:
-        print(str(exc), file=sys.stderr)
-        return EX_NOINPUT
-    finally:
-        runtime.close()
-    return EX_OK
+    return run_action(config, action, (IncidentRefused,), (CaseNotFound,))
 
 
 def cmd_notify(config: Config, args: argparse.Namespace) -> int:
