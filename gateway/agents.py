@@ -23,28 +23,36 @@ if TYPE_CHECKING:
 STAFF_AUTO = "auto-generated"
 
 
-def _secret(runtime: Runtime, conn: sqlite3.Connection) -> bytes:
+def _secret(runtime: Runtime, conn: sqlite3.Connection, create: bool = True) -> bytes | None:
+    """The reply-address key: from config, else generated once per installation and kept in the store."""
+    if runtime.reply_key is not None:
+        return runtime.reply_key
     if runtime.config.service.secret:
-        return runtime.config.service.secret.encode()
+        runtime.reply_key = runtime.config.service.secret.encode()
+        return runtime.reply_key
     row = conn.execute("SELECT value FROM settings WHERE name = 'reply-address-key'").fetchone()
     if row is None:
-        # Generated once per installation; the transaction that first needs it stores it.
+        if not create:
+            return None  # no key yet, so no reply address was ever handed out
+        # The transaction that first needs it stores it; cached only once that has committed.
         value = secrets.token_hex(32)
         conn.execute("INSERT INTO settings (name, value) VALUES ('reply-address-key', ?)", (value,))
         return value.encode()
-    return str(row[0]).encode()
+    runtime.reply_key = str(row[0]).encode()
+    return runtime.reply_key
 
 
-def _mac(runtime: Runtime, conn: sqlite3.Connection, case_id: int) -> str:
-    digest = hmac.new(_secret(runtime, conn), f"case:{case_id}".encode(), hashlib.sha256)
-    return digest.hexdigest()[:10]
+def _mac(key: bytes, case_id: int) -> str:
+    return hmac.new(key, f"case:{case_id}".encode(), hashlib.sha256).hexdigest()[:10]
 
 
 def reply_address(runtime: Runtime, conn: sqlite3.Connection, case_id: int) -> str:
     """kontakt+SSC123.<mac>@…: the mac makes the address unguessable for other cases."""
     service = runtime.config.service
     local, _, domain = service.address.partition("@")
-    return f"{local}+{service.case_prefix.lower()}{case_id}.{_mac(runtime, conn, case_id)}@{domain}"
+    key = _secret(runtime, conn)
+    assert key is not None
+    return f"{local}+{service.case_prefix.lower()}{case_id}.{_mac(key, case_id)}@{domain}"
 
 
 def thread_by_address(
@@ -59,8 +67,9 @@ def thread_by_address(
         found = pattern.match(address)
         if not found:
             continue
+        key = _secret(runtime, conn, create=False)
         case_id = int(found.group(1))
-        if not hmac.compare_digest(found.group(2), _mac(runtime, conn, case_id)):
+        if key is None or not hmac.compare_digest(found.group(2), _mac(key, case_id)):
             continue
         row = conn.execute("SELECT status FROM cases WHERE id = ?", (case_id,)).fetchone()
         if row is not None:

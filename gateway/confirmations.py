@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 from gateway import clock
 from gateway.auth import Verdict
 from gateway.message import parse
-from gateway.predicates import Facts
 from gateway.rules import decide
 
 if TYPE_CHECKING:
@@ -66,7 +65,7 @@ def _open_confirmed(
     runtime: Runtime, conn: sqlite3.Connection, ctx: Context, key: str, token: str, original_row: int
 ) -> Result:
     from gateway import casework
-    from gateway.pipeline import Context
+    from gateway.pipeline import Context, facts_for
 
     sha, original_key = conn.execute(
         "SELECT sha256, dedupe_key FROM messages WHERE id = ?", (original_row,)
@@ -79,8 +78,7 @@ def _open_confirmed(
         automated=None,
         verdict=Verdict(True, f"confirmed with code {token} from {ctx.sender.address}"),
     )
-    facts = Facts(original.message, ctx.sender, "none", True, False, runtime.is_open(clock.now()))
-    original.decision = decide(runtime.rules(), facts)
+    original.decision = decide(runtime.rules(), facts_for(runtime, original))
     why = "; ".join(f"{n}: {w}" for n, w in original.decision.fired)
     result = casework.open_case(runtime, conn, original, original_key, why, existing_row=original_row)
     conn.execute(

@@ -4,31 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway import clock, loops
-from gateway.message import parse
-from gateway.pipeline import check_sender
-from gateway.predicates import Facts
+from gateway.pipeline import facts_for, prepare, thread
 from gateway.rules import decide
 from gateway.runtime import Runtime
-from gateway.senders import identify
-from gateway.threads import find_case
 
 
 def explain(runtime: Runtime, raw: bytes) -> dict[str, Any]:
-    message = parse(raw)
-    sender = identify(message.from_addr, message.from_name, runtime.registry())
-    verdict = check_sender(runtime, message, "explain", sender)
-    automated = loops.automated_reason(message, runtime.config.service.address)
-    thread = find_case(runtime.store.conn, message, sender, runtime.config.service.case_prefix)
-    facts = Facts(
-        message=message,
-        sender=sender,
-        case_state=thread.status,
-        authenticated=verdict.authenticated,
-        automated=automated is not None,
-        open_hours=runtime.is_open(clock.now()),
-    )
-    decision = decide(runtime.rules(), facts)
+    # The pipeline's own steps, minus the transaction: what is shown is what would happen.
+    ctx = prepare(runtime, raw, "explain", None)
+    ctx.thread = thread(runtime, runtime.store.conn, ctx)
+    message, sender, verdict, automated = ctx.message, ctx.sender, ctx.verdict, ctx.automated
+    decision = decide(runtime.rules(), facts_for(runtime, ctx))
+    thread_match = ctx.thread
     lines = [
         f"from:      {message.from_addr or '(none)'} ({sender.kind}"
         f"{', ' + sender.organization.id if sender.organization else ''}"
@@ -36,7 +23,8 @@ def explain(runtime: Runtime, raw: bytes) -> dict[str, Any]:
         f"subject:   {message.subject}",
         f"automated: {automated or 'no'}",
         f"auth:      {'yes' if verdict.authenticated else 'no'} ({verdict.reason})",
-        f"thread:    {thread.reason}" + (f" -> case {thread.case_id}" if thread.case_id else ""),
+        f"thread:    {thread_match.reason}"
+        + (f" -> case {thread_match.case_id}" if thread_match.case_id else ""),
         f"defects:   {', '.join(message.defects) or 'none'}",
         "rules fired:",
         *[f"  - {name}: {why}" for name, why in decision.fired],
@@ -49,7 +37,7 @@ def explain(runtime: Runtime, raw: bytes) -> dict[str, Any]:
     elif decision.refuse:
         lines.append(f"           no case; answered with '{decision.refuse}'")
     else:
-        verb = "appended to case" if thread.case_id else "opens a new case"
+        verb = "appended to case" if thread_match.case_id else "opens a new case"
         lines.append(
             f"           {verb}; replies: {', '.join(decision.replies) or 'none'};"
             f" notify: {', '.join(decision.notify) or 'none'}"
@@ -62,7 +50,7 @@ def explain(runtime: Runtime, raw: bytes) -> dict[str, Any]:
             "organization": sender.organization.id if sender.organization else None,
         },
         "automated": automated,
-        "thread": {"case_id": thread.case_id, "reason": thread.reason},
+        "thread": {"case_id": thread_match.case_id, "reason": thread_match.reason},
         "fired": [{"rule": n, "why": w} for n, w in decision.fired],
         "category": decision.category,
         "priority": decision.priority,

@@ -29,11 +29,6 @@ class Result:
     message_id: str = ""
     replies: list[str] = field(default_factory=list)
 
-    @property
-    def accepted(self) -> bool:
-        """Every outcome here means the raw bytes are durably stored."""
-        return True
-
 
 @dataclass
 class Context:
@@ -72,7 +67,7 @@ def process_batch(runtime: Runtime, items: list[tuple[bytes, str, str | None]]) 
     prepared: list[Context | Exception] = []
     for raw, source, envelope_from in items:
         try:
-            prepared.append(_prepare(runtime, raw, source, envelope_from))
+            prepared.append(prepare(runtime, raw, source, envelope_from))
         except Exception as exc:
             prepared.append(exc)
     try:
@@ -90,7 +85,7 @@ def process_batch(runtime: Runtime, items: list[tuple[bytes, str, str | None]]) 
     return results
 
 
-def _prepare(runtime: Runtime, raw: bytes, source: str, envelope_from: str | None) -> Context:
+def prepare(runtime: Runtime, raw: bytes, source: str, envelope_from: str | None) -> Context:
     """Everything that needs no database: parse, identify, authenticate, screen."""
     message = parse(raw, envelope_from)
     sender = identify(message.from_addr, message.from_name, runtime.registry())
@@ -122,7 +117,7 @@ def _commit_guarded(
 def _replay(runtime: Runtime, raw: bytes, source: str, envelope_from: str | None) -> Result:
     """A quarantined message once more: errors are reported, not quarantined a second time."""
     try:
-        ctx = _prepare(runtime, raw, source, envelope_from)
+        ctx = prepare(runtime, raw, source, envelope_from)
         with runtime.store.write() as conn:
             return _commit(runtime, conn, ctx)
     except StorageUnavailable:
@@ -141,7 +136,7 @@ def _commit(runtime: Runtime, conn: sqlite3.Connection, ctx: Context) -> Result:
     if earlier is not None:
         if (
             earlier[1] != message.sha256
-            and not conn.execute("SELECT 1 FROM messages WHERE sha256 = ?", (message.sha256,)).fetchone()
+            and not conn.execute("SELECT 1 FROM raw_messages WHERE sha256 = ?", (message.sha256,)).fetchone()
         ):
             # Same Message-ID, other bytes (another route, or a reused id): keep them, act on nothing.
             put_raw(conn, message.raw)
@@ -155,22 +150,30 @@ def _commit(runtime: Runtime, conn: sqlite3.Connection, ctx: Context) -> Result:
         confirmed = confirmations.confirm(runtime, conn, ctx, key)
         if confirmed is not None:
             return confirmed
-    prefix = runtime.config.service.case_prefix
-    ctx.thread = agents.thread_by_address(runtime, conn, message.to + message.cc) or find_case(
-        conn, message, ctx.sender, prefix
-    )
+    ctx.thread = thread(runtime, conn, ctx)
     if ctx.thread.case_id is None and (reply := change_notices.take_reply(runtime, conn, ctx, key)):
         return reply
-    facts = Facts(
-        message=message,
+    ctx.decision = decide(runtime.rules(), facts_for(runtime, ctx))
+    return casework.act(runtime, conn, ctx, key)
+
+
+def thread(runtime: Runtime, conn: sqlite3.Connection, ctx: Context) -> ThreadMatch:
+    """The case this mail belongs to: per-case reply address, reply headers, then the subject tag."""
+    message = ctx.message
+    by_address = agents.thread_by_address(runtime, conn, message.to + message.cc)
+    return by_address or find_case(conn, message, ctx.sender, runtime.config.service.case_prefix)
+
+
+def facts_for(runtime: Runtime, ctx: Context) -> Facts:
+    """What the rules may look at, computed once per message."""
+    return Facts(
+        message=ctx.message,
         sender=ctx.sender,
         case_state=ctx.thread.status,
         authenticated=ctx.verdict.authenticated,
         automated=ctx.automated is not None,
         open_hours=runtime.is_open(clock.now()),
     )
-    ctx.decision = decide(runtime.rules(), facts)
-    return casework.act(runtime, conn, ctx, key)
 
 
 def check_sender(runtime: Runtime, message: InboundMessage, source: str, sender: Sender) -> Verdict:

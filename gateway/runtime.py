@@ -29,6 +29,8 @@ class Runtime:
         self.lock = threading.RLock()
         # DNS TXT lookups for DKIM keys; tests put an offline resolver here.
         self.txt_lookup: TxtLookup = dns_txt
+        # The per-case reply-address key, once read from the store (gateway.agents).
+        self.reply_key: bytes | None = None
 
     def registry(self) -> Registry:
         """The current registry; a broken edit on disk keeps the last good one in service."""

@@ -7,7 +7,6 @@ import json
 from gateway.outbox import Deliverer
 from gateway.queries import show_case
 from gateway.server import Server
-from gateway.store import Store
 from tests.support import RecordingRelay, mail, smtp_send, wait_for
 
 KARI = "kari.nordmann@nordby-skole.example"
@@ -203,4 +202,3 @@ def test_store_is_wal_with_full_sync(server: Server) -> None:
     conn = server.runtime.store.conn
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
-    assert isinstance(server.runtime.store, Store)

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 import tracemalloc
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,15 +47,9 @@ def warmed_up(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 @pytest.fixture
-def corpus_config(tmp_path: Path) -> Config:
+def config(tmp_path: Path) -> Config:
+    """A relay-less store that takes corpus-sized mail; overrides conftest's `config` for this file."""
     return load_config(config_for_corpus(tmp_path))
-
-
-@pytest.fixture
-def corpus_runtime(corpus_config: Config) -> Iterator[Runtime]:
-    runtime = Runtime(corpus_config)
-    yield runtime
-    runtime.close()
 
 
 def _check_stored(db: Path, sent: bytes, name: str, outcome: str) -> None:
@@ -72,13 +65,13 @@ def _check_stored(db: Path, sent: bytes, name: str, outcome: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_corpus_in_process(name: str, corpus_runtime: Runtime) -> None:
+def test_corpus_in_process(name: str, runtime: Runtime) -> None:
     """Each corpus file through process() ends as expected, kept whole, within the time and memory budget."""
     raw = FILES[name].read_bytes()
     tracemalloc.start()
     try:
         started = time.perf_counter()
-        result = process(corpus_runtime, raw, "pipe")
+        result = process(runtime, raw, "pipe")
         elapsed = time.perf_counter() - started
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -87,14 +80,14 @@ def test_corpus_in_process(name: str, corpus_runtime: Runtime) -> None:
     assert result.reason
     assert elapsed < TIME_BUDGET_SECONDS, f"{name} took {elapsed:.2f} s"
     assert peak < MEMORY_BUDGET_BYTES, f"{name} peaked at {peak / 2**20:.0f} MB"
-    _check_stored(corpus_runtime.config.storage.database, raw, name, result.outcome)
+    _check_stored(runtime.config.storage.database, raw, name, result.outcome)
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_corpus_over_smtp(name: str, corpus_config: Config) -> None:
+def test_corpus_over_smtp(name: str, config: Config) -> None:
     """Each corpus file over SMTP: 250 and stored exactly as sent, or 500 for a too-long line, none stored."""
     sent = as_smtp(FILES[name].read_bytes())
-    server = Server(corpus_config)
+    server = Server(config)
     server.start()
     try:
         started = time.perf_counter()
@@ -105,14 +98,14 @@ def test_corpus_over_smtp(name: str, corpus_config: Config) -> None:
     assert elapsed < TIME_BUDGET_SECONDS, f"{name} took {elapsed:.2f} s"
     if smtp_line_too_long(sent):
         assert code == 500, text
-        conn = sqlite3.connect(corpus_config.storage.database)
+        conn = sqlite3.connect(config.storage.database)
         assert conn.execute("SELECT count(*) FROM raw_messages").fetchone()[0] == 0
         conn.close()
         return
     assert code == 250, text
     outcome = text.decode().rpartition(" ")[2]
     assert outcome in expected_outcomes(name), text
-    _check_stored(corpus_config.storage.database, sent, name, outcome)
+    _check_stored(config.storage.database, sent, name, outcome)
 
 
 @pytest.mark.parametrize("name", PIPE_SAMPLE)

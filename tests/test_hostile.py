@@ -7,7 +7,6 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -76,24 +75,12 @@ SMUGGLING = {
 
 
 @pytest.fixture
-def big_config(tmp_path: Path) -> Config:
-    """Relay-less, and taking messages up to 25 MB, so the shapes reach the gateway, not the size limit."""
+def config(tmp_path: Path) -> Config:
+    """Relay-less, and taking messages up to 25 MB, so the shapes reach the gateway, not the size limit.
+
+    Overrides conftest's `config`, so its `runtime` and `server` fixtures run on this one.
+    """
     return load_config(config_for_corpus(tmp_path))
-
-
-@pytest.fixture
-def hostile_runtime(big_config: Config) -> Iterator[Runtime]:
-    runtime = Runtime(big_config)
-    yield runtime
-    runtime.close()
-
-
-@pytest.fixture
-def big_server(big_config: Config) -> Iterator[Server]:
-    server = Server(big_config)
-    server.start()
-    yield server
-    server.stop()
 
 
 def _consistent(db: Path) -> list[str]:
@@ -105,25 +92,25 @@ def _consistent(db: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
-def test_hostile_shape_is_quarantined_with_its_reason(shape: str, hostile_runtime: Runtime) -> None:
+def test_hostile_shape_is_quarantined_with_its_reason(shape: str, runtime: Runtime) -> None:
     """Each hostile shape is refused by the pre-scan in under a second, quarantined whole with its reason."""
     raw, reason = SHAPES[shape]
     started = time.perf_counter()
-    result = process(hostile_runtime, raw, "pipe")
+    result = process(runtime, raw, "pipe")
     elapsed = time.perf_counter() - started
     assert result.outcome == "quarantined"
     assert result.reason.startswith(f"MessageTooComplex: {reason}")
     assert elapsed < 1.0, f"{shape} took {elapsed:.2f} s"
-    conn = hostile_runtime.store.conn
+    conn = runtime.store.conn
     kept = ending(conn, raw)
     assert kept.stored == raw and kept.record == "quarantine" and reason in kept.reason
     assert half_stored(conn) == []
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
-def test_worker_survives_each_hostile_shape_over_smtp(shape: str, big_server: Server) -> None:
+def test_worker_survives_each_hostile_shape_over_smtp(shape: str, server: Server) -> None:
     """After each hostile message over SMTP (quarantined or 500), a normal mail still gets 250 and a case."""
-    port = big_server.listener.address[1]
+    port = server.listener.address[1]
     raw, _ = SHAPES[shape]
     code, text = smtp_send(port, raw)
     if shape == "header-line-1mb":
@@ -131,23 +118,23 @@ def test_worker_survives_each_hostile_shape_over_smtp(shape: str, big_server: Se
     else:
         assert (code, text) == (250, b"2.0.0 Stored as quarantined")
     assert smtp_send(port, mail()) == (250, b"2.0.0 Stored as opened")
-    assert big_server.runtime.store.one("SELECT count(*) AS n FROM cases")["n"] == 1
-    assert _consistent(big_server.runtime.config.storage.database) == []
+    assert server.runtime.store.one("SELECT count(*) AS n FROM cases")["n"] == 1
+    assert _consistent(server.runtime.config.storage.database) == []
 
 
-def test_nul_bytes_and_bare_line_feeds_are_ordinary_mail(hostile_runtime: Runtime) -> None:
+def test_nul_bytes_and_bare_line_feeds_are_ordinary_mail(runtime: Runtime) -> None:
     """NUL bytes in header and body and bare-LF line ends open a case; the NUL never reaches the subject."""
     raw = mail(subject="Nettet\x00er nede", body="Hei\x00,\n\ningen nett på rom 204.\n").replace(
         b"\r\n", b"\n"
     )
-    result = process(hostile_runtime, raw, "pipe")
+    result = process(runtime, raw, "pipe")
     assert result.outcome == "opened", result
-    case = hostile_runtime.store.one("SELECT subject FROM cases")
+    case = runtime.store.one("SELECT subject FROM cases")
     assert case["subject"] == "Nettet er nede"
-    assert ending(hostile_runtime.store.conn, raw).stored == raw
+    assert ending(runtime.store.conn, raw).stored == raw
 
 
-def test_message_just_inside_every_limit_is_processed(hostile_runtime: Runtime) -> None:
+def test_message_just_inside_every_limit_is_processed(runtime: Runtime) -> None:
     """A message at every limit at once is parsed to the end, no recursion error, and gets a case in time."""
     depth = limits.MAX_NESTING - 1
     parts = limits.MAX_MIME_PARTS - depth
@@ -166,7 +153,7 @@ def test_message_just_inside_every_limit_is_processed(hostile_runtime: Runtime) 
     shape = limits.check(raw)
     assert (shape.nesting, shape.parts) == (limits.MAX_NESTING, limits.MAX_MIME_PARTS)
     started = time.perf_counter()
-    result = process(hostile_runtime, raw, "pipe")
+    result = process(runtime, raw, "pipe")
     elapsed = time.perf_counter() - started
     assert result.outcome == "opened", result
     assert elapsed < 2.0, f"took {elapsed:.2f} s"
@@ -179,18 +166,18 @@ def test_recursion_in_the_parser_becomes_too_complex() -> None:
 
 
 def test_parse_past_its_time_limit_is_stopped_and_quarantined(
-    hostile_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A big message whose parse outlives the time limit is stopped and quarantined; the next mail is fine."""
     monkeypatch.setattr(limits, "PARSE_TIMEOUT_SECONDS", 0.01)
     big = mail(body="Loggen følger.\n" + "linje med logg\n" * 80_000)
     assert len(big) > limits.ISOLATE_ABOVE_BYTES
-    result = process(hostile_runtime, big, "pipe")
+    result = process(runtime, big, "pipe")
     assert result.outcome == "quarantined"
     assert "parsing took longer than 0.01 s" in result.reason
-    assert ending(hostile_runtime.store.conn, big).stored == big
+    assert ending(runtime.store.conn, big).stored == big
     monkeypatch.undo()
-    assert process(hostile_runtime, mail(), "pipe").outcome == "opened"
+    assert process(runtime, mail(), "pipe").outcome == "opened"
 
 
 def _read_reply(stream: BinaryIO) -> int:
@@ -204,14 +191,14 @@ def _read_reply(stream: BinaryIO) -> int:
 
 
 @pytest.mark.parametrize("sequence", sorted(SMUGGLING))
-def test_smtp_smuggling_does_not_make_a_second_message(sequence: str, big_server: Server) -> None:
+def test_smtp_smuggling_does_not_make_a_second_message(sequence: str, server: Server) -> None:
     """A fake end-of-data (bare LF or CR around the dot) stays inside the one message; nothing is smuggled."""
     smuggled = (
         b"MAIL FROM:<ceo@nordby-skole.example>\r\nRCPT TO:<kontakt@service.example>\r\nDATA\r\n"
         b"From: Rektor <ceo@nordby-skole.example>\r\nSubject: smuggled\r\n\r\nBetal fakturaen.\r\n"
     )
     payload = mail().rstrip(b"\r\n") + SMUGGLING[sequence] + smuggled + b".\r\n"
-    host, port = big_server.listener.address
+    host, port = server.listener.address
     with socket.create_connection((host, port), timeout=30) as sock, sock.makefile("rb") as stream:
         assert _read_reply(stream) == 220
         for command, code in (
@@ -229,11 +216,9 @@ def test_smtp_smuggling_does_not_make_a_second_message(sequence: str, big_server
             if line[3:4] != b"-":
                 after_data.append(int(line[:3]))
     assert after_data == [250, 221]
-    rows = big_server.runtime.store.query("SELECT subject, sha256 FROM messages WHERE direction = 'in'")
+    rows = server.runtime.store.query("SELECT subject, sha256 FROM messages WHERE direction = 'in'")
     assert len(rows) == 1 and rows[0]["subject"] != "smuggled"
-    stored = big_server.runtime.store.one(
-        "SELECT raw FROM raw_messages WHERE sha256 = ?", (rows[0]["sha256"],)
-    )
+    stored = server.runtime.store.one("SELECT raw FROM raw_messages WHERE sha256 = ?", (rows[0]["sha256"],))
     assert b"Subject: smuggled" in bytes(stored["raw"])
     assert smtp_send(port, mail())[0] == 250
 
@@ -263,18 +248,18 @@ def _mixed(number: int) -> bytes:
 
 
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs /proc to read the resident size")
-def test_memory_stays_flat_over_two_thousand_messages(hostile_runtime: Runtime) -> None:
+def test_memory_stays_flat_over_two_thousand_messages(runtime: Runtime) -> None:
     """Two thousand mixed messages in one worker: memory after the second thousand stays near the first."""
     outcomes: set[str] = set()
     for number in range(250):  # warm-up: imports, SQLite's page cache, compiled templates
-        process(hostile_runtime, _mixed(number), "pipe")
+        process(runtime, _mixed(number), "pipe")
     resident = []
     for batch in (range(250, 1250), range(1250, 2250)):
         for number in batch:
-            outcomes.add(process(hostile_runtime, _mixed(number), "pipe").outcome)
+            outcomes.add(process(runtime, _mixed(number), "pipe").outcome)
         gc.collect()
         resident.append(_rss())
     growth = resident[1] - resident[0]
     assert growth < 16 * 2**20, f"resident memory grew {growth / 2**20:.1f} MB over the second thousand"
     assert outcomes == {"opened", "appended", "held", "ignored", "refused", "quarantined"}
-    assert half_stored(hostile_runtime.store.conn) == []
+    assert half_stored(runtime.store.conn) == []
