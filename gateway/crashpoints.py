@@ -11,8 +11,11 @@ not yet given) and "after-relay-250" (outbox: the relay took a mail, the row not
 from __future__ import annotations
 
 import os
+import signal
 
 CRASH_AT = os.environ.get("GATEWAY_TEST_CRASH_AT", "")
+# Set by gateway/sender.py in the outbox sender it starts: the pid of its `gateway serve`.
+SERVE_PID = os.environ.get("GATEWAY_SERVE_PID", "")
 # The exit status a shell reports for a process killed by SIGKILL (128 + 9).
 KILLED = 137
 
@@ -20,4 +23,8 @@ KILLED = 137
 def crashpoint(name: str) -> None:
     """End the process at once, with no cleanup and no flush, when a test asked for this point."""
     if name == CRASH_AT:
+        if SERVE_PID:
+            # The outbox sender is a child of `gateway serve`: a crash here takes the service
+            # down as a power cut would, not just the child the parent would restart.
+            os.kill(int(SERVE_PID), signal.SIGKILL)
         os._exit(KILLED)

@@ -1,4 +1,4 @@
-"""`gateway serve`: the SMTP listener and the outbox sender, side by side, until SIGTERM."""
+"""`gateway serve`: the SMTP listener, IMAP fetcher and outbox sender process, until SIGTERM."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from gateway.casework import close_resolved
 from gateway.config import Config
 from gateway.lock import LockHeld, ServeLock
 from gateway.metrics import MetricsEndpoint
-from gateway.outbox import Deliverer, retry_now
 from gateway.pipeline import Result
 from gateway.runtime import Runtime
+from gateway.sender import SenderProcess
 from gateway.smtp import Listener
 from gateway.store import StorageUnavailable
 
@@ -21,49 +21,12 @@ log = logging.getLogger("gateway.server")
 HOUSEKEEPING_SECONDS = 3600.0
 
 
-class OutboxWorker(threading.Thread):
-    """Delivers the outbox whenever new mail is queued, and retries deferred mail when due."""
-
-    def __init__(self, config: Config, idle_seconds: float = 5.0) -> None:
-        super().__init__(name="outbox", daemon=True)
-        self.config = config
-        self.idle_seconds = idle_seconds
-        self.wake = threading.Event()
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        # Its own connection: the sender never waits on the intake's transaction lock.
-        store = self.config.storage.open()
-        deliverer = Deliverer(self.config, store)
-        # After a restart the relay may be back: give deferred mail one immediate try.
-        waiting = retry_now(store)
-        if waiting:
-            log.info("outbox: %d queued message(s) made due after start", waiting)
-        try:
-            while not self.stopping.is_set():
-                self.wake.clear()
-                try:
-                    report = deliverer.flush(paused=self.stopping.is_set)
-                    if report.sent or report.failed:
-                        log.info("outbox %s", report)
-                except StorageUnavailable as exc:
-                    log.error("outbox paused, store unavailable: %s", exc)
-                self.wake.wait(self.idle_seconds)
-        finally:
-            store.close()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.wake.set()
-        self.join(timeout=60)
-
-
 class Server:
     """Everything `gateway serve` runs; stop() is the graceful path SIGTERM takes."""
 
     def __init__(self, config: Config, port: int | None = None) -> None:
         self.runtime = Runtime(config)
-        self.outbox = OutboxWorker(config)
+        self.outbox = SenderProcess(config)
         self.listener = Listener(self.runtime, on_stored=self._stored, port=port)
         self.stopped = threading.Event()
         self.fetcher: threading.Thread | None = None
@@ -72,7 +35,7 @@ class Server:
 
     def _stored(self, result: Result) -> None:
         if result.replies:
-            self.outbox.wake.set()
+            self.outbox.wake()
 
     def start(self) -> None:
         try:

@@ -116,7 +116,9 @@ def test_same_message_twice_is_stored_once(server: Server, relay: RecordingRelay
     assert store.one("SELECT count(*) AS n FROM outbox WHERE kind = 'receipt'")["n"] == 1
 
 
-def test_same_message_id_with_other_bytes_is_kept_but_not_acted_on(server: Server, relay: RecordingRelay) -> None:
+def test_same_message_id_with_other_bytes_is_kept_but_not_acted_on(
+    server: Server, relay: RecordingRelay
+) -> None:
     """A second copy with the same Message-ID but other bytes is stored on the case; no new case or receipt."""
     port = server.listener.address[1]
     first = mail(message_id="<route@nordby-skole.example>")
@@ -143,7 +145,7 @@ def test_relay_down_delays_receipt_until_it_is_back(server: Server, relay: Recor
     assert row["status"] == "queued" and "relay unavailable" in row["last_error"]
     relay.start()
     store.conn.execute("UPDATE outbox SET next_attempt_at = ''")  # the retry time has come
-    server.outbox.wake.set()
+    server.outbox.wake()
     wait_for(lambda: relay.to(KARI), what="receipt after the relay came back")
     # Deliveries are recorded per batch, so the row may say "sent" a moment after the relay has it.
     wait_for(lambda: store.one(receipt)["status"] == "sent", what="receipt recorded as sent")

@@ -172,5 +172,7 @@ def test_nav_headers_from_an_unlisted_sender_open_nothing(tmp_path, relay) -> No
     forged = nav("start", "sw-nordby-1", 5150).replace(b"nav@noc.service.example", b"nav@evil.example", 1)
     assert process(runtime, forged, "smtp").outcome == "held"
     assert process(runtime, nav("start", "sw-nordby-2", 5151), "smtp").outcome == "opened"
-    assert [c["subject"] for c in runtime.store.query("SELECT subject FROM cases")] == ["Box sw-nordby-2 is down"]
+    assert [c["subject"] for c in runtime.store.query("SELECT subject FROM cases")] == [
+        "Box sw-nordby-2 is down"
+    ]
     runtime.close()

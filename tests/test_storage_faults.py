@@ -164,9 +164,15 @@ def test_full_disk_gives_451_and_75_then_serve_recovers_by_itself(
 
 
 def test_locked_database_recovers_without_restart_and_stores_the_retry_once(
-    tmp_path: Path, disk: Path, gated: GatedRelay, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, disk: Path, gated: GatedRelay, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """While another process holds the write lock SMTP answers 451; once it lets go the same message is stored once and the outbox resumes."""
+    sender_log: list[str] = []  # the outbox sender is a child process: its log is on our fd 2
+
+    def sender_said(text: str) -> bool:
+        sender_log.append(capfd.readouterr().err)
+        return text in "".join(sender_log)
+
     config = load_config(config_on(tmp_path, disk, gated, busy_timeout_ms=200))
     db = config.storage.database
     gated.hold_data(1)
@@ -180,7 +186,7 @@ def test_locked_database_recovers_without_restart_and_stores_the_retry_once(
         holder.execute("BEGIN EXCLUSIVE")
         gated.hold_data(0)
         wait_for(lambda: len(gated.received) == 2, what="two mails at the relay")
-        wait_for(lambda: "outbox paused" in caplog.text, what="the outbox failing to record them")
+        wait_for(lambda: sender_said("outbox paused"), what="the outbox failing to record them")
         retry = mail(sender=f"Ola <{OLA}>", subject="Skriveren virker ikke", message_id="<lock2@fjellvik>")
         answer = send(port, retry)
         assert answer is not None and answer.startswith("451 "), answer

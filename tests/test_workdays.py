@@ -280,9 +280,7 @@ def test_last_notice_day(cal: WorkingCalendar, change: date, expected: date) -> 
     ("days_", "expected"),
     [(1, date(2026, 4, 7)), (2, date(2026, 4, 1)), (8, date(2026, 3, 24))],
 )
-def test_last_notice_day_with_explicit_days(
-    cal: WorkingCalendar, days_: int, expected: date
-) -> None:
+def test_last_notice_day_with_explicit_days(cal: WorkingCalendar, days_: int, expected: date) -> None:
     """An explicit days argument overrides the calendar's default notice period."""
     assert cal.last_notice_day(date(2026, 4, 8), days=days_) == expected
 
