@@ -23,6 +23,7 @@ import os
 import platform
 import random
 import re
+import resource
 import shutil
 import signal
 import smtplib
@@ -87,14 +88,143 @@ def proc_status(pid: int) -> dict[str, int]:
 
 
 def proc_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (and its waited-for children), in seconds."""
+    """utime + stime of one process (not of its children), in seconds; NaN when it has gone."""
+    stat = proc_stat(pid)
+    return stat[1] if stat is not None else float("nan")
+
+
+def proc_stat(pid: int) -> tuple[int, float, int] | None:
+    """(ppid, utime + stime in seconds, start time in clock ticks) from /proc/<pid>/stat."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            # The command name in parentheses may hold spaces: split what follows the last ")".
             fields = handle.read().rpartition(")")[2].split()
     except OSError:
-        return float("nan")
-    ticks = sum(int(v) for v in fields[11:13])
-    return ticks / os.sysconf("SC_CLK_TCK")
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks, int(fields[19])
+
+
+def child_pids(pid: int) -> list[int]:
+    """The live children of pid: from /proc/<pid>/task/*/children, or a scan of /proc without it."""
+    if os.path.exists(f"/proc/{pid}/task/{pid}/children"):
+        found: list[int] = []
+        for path in Path(f"/proc/{pid}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                found += [int(p) for p in path.read_text(encoding="ascii").split()]
+        return found
+    # Kernels built without CONFIG_PROC_CHILDREN (and gVisor) have no such file.
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            stat = proc_stat(int(entry.name))
+            if stat is not None and stat[0] == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def process_role(pid: int) -> str:
+    """Which worker of `gateway serve` a child is, from its command line."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            argv = handle.read().split(b"\0")
+    except OSError:
+        return "other"
+    for role in ("sender", "committer"):
+        if f"gateway.{role}".encode() in argv:
+            return role
+    return "other"  # e.g. sampled between fork and exec, when it still shows the parent's argv
+
+
+class ProcessTree:
+    """CPU and memory of `gateway serve` (the parent) and the workers it starts.
+
+    Each sample() lists the parent's children and records every process's utime + stime, VmHWM
+    and VmRSS. A process is keyed by (pid, start time), so a restarted worker is a new entry and
+    a reused pid is not taken for an old process. An entry keeps the figures of its last sample:
+    a worker that exits between samples loses at most one interval of CPU. CPU counts from the
+    first sample (after the gateway listens); workers that appear later count from 0.
+    """
+
+    ROLES = ("parent", "committer", "sender")
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.procs: dict[tuple[int, int], dict[str, Any]] = {}
+        self.samples = 0
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def sample(self) -> None:
+        with self.lock:
+            first = self.samples == 0
+            self.samples += 1
+            for pid in [self.root, *child_pids(self.root)]:
+                stat = proc_stat(pid)
+                if stat is None or (pid != self.root and stat[0] != self.root):
+                    continue  # gone, or gone and the pid reused, since the listing
+                _ppid, cpu, started = stat
+                entry = self.procs.get((pid, started))
+                if entry is None:
+                    entry = self.procs[(pid, started)] = {
+                        "pid": pid,
+                        "role": "parent" if pid == self.root else "other",
+                        "cpu_start": cpu if first else 0.0,
+                        "hwm_kb": 0,
+                    }
+                if entry["role"] == "other":
+                    entry["role"] = process_role(pid)
+                memory = proc_status(pid)
+                entry["cpu"] = cpu
+                entry["hwm_kb"] = max(entry["hwm_kb"], memory.get("VmHWM", 0))
+                entry["rss_kb"] = memory.get("VmRSS", 0)
+                entry["sample"] = self.samples
+
+    def start_sampling(self, interval: float = 1.0) -> ProcessTree:
+        """sample() now and then every interval seconds in a thread, until stop_sampling()."""
+        self.sample()
+
+        def loop() -> None:
+            while not self.stopping.wait(interval):
+                self.sample()
+
+        self.thread = threading.Thread(target=loop, name="bench-proc-sampler", daemon=True)
+        self.thread.start()
+        return self
+
+    def stop_sampling(self) -> None:
+        self.stopping.set()
+        if self.thread is not None:
+            self.thread.join(timeout=10)
+
+    def by_role(self) -> dict[str, dict[str, Any]]:
+        """Per role: CPU seconds since the first sample, peak and end RSS in MB, pids seen."""
+        roles: dict[str, dict[str, Any]] = {
+            role: {"cpu_seconds": 0.0, "peak_rss_mb": 0.0, "rss_end_mb": 0.0, "pids": []}
+            for role in self.ROLES
+        }
+        with self.lock:
+            for entry in sorted(self.procs.values(), key=lambda e: e["pid"]):
+                figures = roles.setdefault(
+                    entry["role"], {"cpu_seconds": 0.0, "peak_rss_mb": 0.0, "rss_end_mb": 0.0, "pids": []}
+                )
+                figures["cpu_seconds"] += entry["cpu"] - entry["cpu_start"]
+                # A restarted worker replaces the old one rather than running beside it.
+                figures["peak_rss_mb"] = max(figures["peak_rss_mb"], entry["hwm_kb"] / 1024)
+                if entry["sample"] == self.samples:  # alive at the last sample
+                    figures["rss_end_mb"] += entry["rss_kb"] / 1024
+                figures["pids"].append(entry["pid"])
+        for figures in roles.values():
+            for key in ("cpu_seconds", "peak_rss_mb", "rss_end_mb"):
+                figures[key] = round(figures[key], 2 if key == "cpu_seconds" else 1)
+        return roles
+
+
+def client_cpu_seconds() -> float:
+    """User + system CPU of this process, all threads, in seconds (not of its children)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def connect_ro(db: Path) -> sqlite3.Connection:
@@ -556,6 +686,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["code"] = snapshot.describe_worktree()
     relay = Relay().start()
     gateway: Gateway | None = None
+    tree: ProcessTree | None = None
     try:
         smtp_port = free_port()
         config = write_config(tmp, smtp_port, relay.port, source)
@@ -578,7 +709,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         gateway = Gateway(config, smtp_port, tmp / "gateway.log", env).start()
         before = db_counts(db)
-        cpu_before = proc_cpu_seconds(gateway.pid)
+        # CPU from here until just before the gateway stops: of `gateway serve` and its workers
+        # (sampled every second, as a worker may be started late or restarted), of the relay
+        # process and of this process (the client threads, and the polling below).
+        tree = ProcessTree(gateway.pid).start_sampling()
+        relay_cpu_before = proc_cpu_seconds(relay.process.pid)
+        client_cpu_before = client_cpu_seconds()
         print(
             f"gateway pid {gateway.pid} on port {smtp_port}, relay on port {relay.port}; sending ...",
             flush=True,
@@ -638,8 +774,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             drained = False
             print(f"  {exc}", flush=True)
 
-        memory = proc_status(gateway.pid)
-        cpu = proc_cpu_seconds(gateway.pid) - cpu_before
+        tree.stop_sampling()
+        tree.sample()  # the last figures of every worker, while they are all still alive
+        relay_cpu = proc_cpu_seconds(relay.process.pid) - relay_cpu_before
+        client_cpu = client_cpu_seconds() - client_cpu_before
+        processes = tree.by_role()
+        cpu = sum(p["cpu_seconds"] for p in processes.values())
         after = db_counts(db)
         outbox = run_outbox(db, before["max_outbox_id"])
         code = gateway.stop()
@@ -695,13 +835,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "mean": round(sum(latencies) / len(latencies), 2) if latencies else None,
                 },
                 "gateway": {
-                    "peak_rss_mb": round(memory.get("VmHWM", 0) / 1024, 1),
-                    "rss_end_mb": round(memory.get("VmRSS", 0) / 1024, 1),
+                    # Totals over `gateway serve` and its worker processes (the per-process
+                    # figures follow): CPU is the sum, peak_rss_mb the sum of each process's own
+                    # peak (an upper bound, as the peaks need not coincide) and rss_end_mb the sum
+                    # at the end.
+                    "peak_rss_mb": round(sum(p["peak_rss_mb"] for p in processes.values()), 1),
+                    "rss_end_mb": round(sum(p["rss_end_mb"] for p in processes.values()), 1),
                     "cpu_seconds": round(cpu, 2),
                     "cpu_utilisation": round(cpu / e2e_seconds, 2) if complete else None,
+                    **processes,
                     "exit_code": code,
                     "log_errors": sum(1 for line in log_text.splitlines() if " ERROR " in line),
                     "log_warnings": sum(1 for line in log_text.splitlines() if " WARNING " in line),
+                },
+                "harness": {
+                    "relay_cpu_seconds": round(relay_cpu, 2),
+                    "client_cpu_seconds": round(client_cpu, 2),
                 },
                 "db": {
                     "before": before,
@@ -719,6 +868,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         return results
     finally:
+        if tree is not None:
+            tree.stop_sampling()
         if gateway is not None:
             gateway.stop()
         if relay is not None:
@@ -732,6 +883,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def summary(r: dict[str, Any]) -> str:
     lat = r["latency_ms"]
     gw = r["gateway"]
+    harness = r["harness"]
+    roles = [*ProcessTree.ROLES, *(["other"] if "other" in gw else [])]
+    per_process = ", ".join(f"{role} {gw[role]['cpu_seconds']} s" for role in roles)
     lines = [
         "",
         f"gateway SMTP throughput: {r['accepted']}/{r['messages']} messages over {r['connections']}"
@@ -757,8 +911,10 @@ def summary(r: dict[str, Any]) -> str:
         f"  outbox lag          {lag if lag is not None else 'n/a':>8} s after the last 250",
         f"  accept latency      p50 {lat['p50']:.1f} ms  p90 {lat['p90']:.1f} ms  p99 {lat['p99']:.1f} ms"
         f"  max {lat['max']} ms",
-        f"  gateway             peak RSS {gw['peak_rss_mb']} MB, CPU {gw['cpu_seconds']} s"
-        f" ({gw['cpu_utilisation']} cores busy), {gw['log_errors']} errors in log, exit {gw['exit_code']}",
+        f"  gateway             CPU {gw['cpu_seconds']} s in all ({gw['cpu_utilisation']} cores busy),"
+        f" peak RSS {gw['peak_rss_mb']} MB summed, {gw['log_errors']} errors in log, exit {gw['exit_code']}",
+        f"    CPU by process    {per_process}; harness: relay {harness['relay_cpu_seconds']} s,"
+        f" client {harness['client_cpu_seconds']} s",
         f"  database            +{r['db']['new_cases']} cases, quarantine {r['db']['after']['quarantine']},"
         f" {r['db']['db_bytes'] / 1e6:.0f} MB; this run's outbox {r['db']['run_outbox']['by_kind']}",
         f"  relay               {r['receipts_at_relay']} receipts + {r['other_mail_at_relay']} other mails"

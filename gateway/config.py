@@ -72,6 +72,9 @@ class SmtpConfig:
     host: str = "127.0.0.1"
     port: int = 2525
     max_message_size: int = 26214400
+    # Run the pipeline for SMTP mail in a worker process beside the listener (two cores instead of
+    # one). false keeps it in the listener's process: for a one-core box, or to debug in-process.
+    intake_process: bool = True
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import os
 import signal
 
 CRASH_AT = os.environ.get("GATEWAY_TEST_CRASH_AT", "")
-# Set by gateway/sender.py in the outbox sender it starts: the pid of its `gateway serve`.
+# Set by gateway/child.py in the worker processes of serve: the pid of its `gateway serve`.
 SERVE_PID = os.environ.get("GATEWAY_SERVE_PID", "")
 # The exit status a shell reports for a process killed by SIGKILL (128 + 9).
 KILLED = 137
@@ -24,7 +24,7 @@ def crashpoint(name: str) -> None:
     """End the process at once, with no cleanup and no flush, when a test asked for this point."""
     if name == CRASH_AT:
         if SERVE_PID:
-            # The outbox sender is a child of `gateway serve`: a crash here takes the service
-            # down as a power cut would, not just the child the parent would restart.
+            # A worker process of `gateway serve`: a crash here takes the service down as a
+            # power cut would, not just the child the parent would restart.
             os.kill(int(SERVE_PID), signal.SIGKILL)
         os._exit(KILLED)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
-import pickle
 import select
 import signal
 import subprocess
@@ -14,6 +12,7 @@ import sys
 import threading
 from types import FrameType
 
+from gateway import child as child_process
 from gateway import logs
 from gateway.config import Config
 from gateway.outbox import Deliverer, retry_now
@@ -23,14 +22,13 @@ log = logging.getLogger("gateway.sender")
 
 # How long a restart of a dead sender waits at most; it starts at one second and doubles.
 RESTART_MAX_SECONDS = 30.0
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class SenderProcess:
     """Starts, wakes, supervises and stops the child that delivers the outbox.
 
-    The child's stdin is the only channel. It first carries the pickled Config, then one byte per
-    wake-up. The write end is non-blocking: a full pipe means wake-ups are already pending. When
+    The child's stdin is the only channel. It first carries the Config (gateway/child.py), then one
+    byte per wake-up. The write end is non-blocking: a full pipe means wake-ups are already pending. When
     we close it, or die, the child reads end-of-file, finishes the mail in hand and exits.
     """
 
@@ -47,15 +45,8 @@ class SenderProcess:
         self.supervisor.start()
 
     def _spawn(self) -> None:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "gateway.sender", str(self.idle_seconds)],
-            stdin=subprocess.PIPE,
-            env={**os.environ, "GATEWAY_SERVE_PID": str(os.getpid())},
-        )
+        child = child_process.spawn("gateway.sender", self.config, str(self.idle_seconds))
         assert child.stdin is not None
-        payload = pickle.dumps(self.config)
-        child.stdin.write(len(payload).to_bytes(8, "big") + payload)
-        child.stdin.flush()
         os.set_blocking(child.stdin.fileno(), False)
         with self.lock:
             self.child = child
@@ -138,37 +129,9 @@ class _Channel:
         return self.closed
 
 
-def _read_config(fd: int) -> Config:
-    def exactly(count: int) -> bytes:
-        chunks = bytearray()
-        while len(chunks) < count:
-            chunk = os.read(fd, count - len(chunks))
-            if not chunk:
-                raise SystemExit("outbox sender: parent closed the pipe before sending the config")
-            chunks += chunk
-        return bytes(chunks)
-
-    size = int.from_bytes(exactly(8), "big")
-    config = pickle.loads(exactly(size))
-    if not isinstance(config, Config):
-        raise SystemExit("outbox sender: expected a Config on stdin")
-    return config
-
-
-def _die_with_parent() -> None:
-    """SIGKILL us when `gateway serve` dies, so a killed service never leaves a sender behind
-    that could deliver a row beside the next serve's sender."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if str(os.getppid()) != os.environ.get("GATEWAY_SERVE_PID", str(os.getppid())):
-        os._exit(1)  # the parent died before the line above took effect
-
-
 def main(idle_seconds: float) -> int:
-    _die_with_parent()
+    config = child_process.start_child()
     channel = _Channel(sys.stdin.fileno())
-    config = _read_config(channel.fd)
     logs.setup(config.log)
 
     def _stop(signum: int, frame: FrameType | None) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from gateway.committer import Committer
 from gateway.pipeline import Result, process_batch
 from gateway.runtime import Runtime
 from gateway.store import StorageUnavailable
@@ -23,9 +24,16 @@ log = logging.getLogger("gateway.smtp")
 class IntakeHandler:
     """aiosmtpd handler: 250 only once the message and its case are committed, 451 on our failures."""
 
-    def __init__(self, runtime: Runtime, on_stored: Callable[[Result], None] | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        on_stored: Callable[[Result], None] | None = None,
+        committer: Committer | None = None,
+    ) -> None:
         self.runtime = runtime
         self.on_stored = on_stored
+        # With a committer the pipeline runs in its worker process; without, here under the lock.
+        self.committer = committer
         # One worker: SQLite has one writer anyway, and the event loop stays free for I/O. It commits
         # whatever queued up during the previous commit in one transaction (group commit).
         self.waiting: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -86,7 +94,8 @@ class IntakeHandler:
             if first is None:
                 return
             batch = [first]
-            while len(batch) < MAX_BATCH:
+            limit = 1 if self.committer is not None and self.committer.solo else MAX_BATCH
+            while len(batch) < limit:
                 try:
                     job = self.waiting.get_nowait()
                 except queue.Empty:
@@ -98,19 +107,29 @@ class IntakeHandler:
             self._commit(batch)
 
     def _commit(self, batch: list[_Job]) -> None:
+        items: list[tuple[bytes, str, str | None]] = [(j.raw, "smtp", j.mail_from) for j in batch]
+        if self.committer is not None:
+            self.committer.submit(items, lambda outcome: _resolve(batch, outcome))
+            return
         try:
             with self.runtime.lock:
-                results = process_batch(self.runtime, [(j.raw, "smtp", j.mail_from) for j in batch])
-        except Exception as exc:  # every sender in the batch gets a temporary failure and retries
-            for job in batch:
-                job.done.set_exception(exc)
-            return
-        for job, result in zip(batch, results, strict=True):
-            job.done.set_result(result)
+                outcome: list[Result] | BaseException = process_batch(self.runtime, items)
+        except Exception as exc:
+            outcome = exc
+        _resolve(batch, outcome)
 
     def stop_worker(self) -> None:
         self.waiting.put(None)
         self.worker.join(timeout=120)
+
+
+def _resolve(batch: list[_Job], outcome: list[Result] | BaseException) -> None:
+    if isinstance(outcome, BaseException):  # every sender in the batch gets a temporary failure
+        for job in batch:
+            job.done.set_exception(outcome)
+        return
+    for job, result in zip(batch, outcome, strict=True):
+        job.done.set_result(result)
 
 
 @dataclass(frozen=True)
@@ -135,7 +154,8 @@ class Listener:
         port: int | None = None,
     ) -> None:
         settings = runtime.config.smtp
-        self.handler = IntakeHandler(runtime, on_stored)
+        self.committer = Committer(runtime) if settings.intake_process else None
+        self.handler = IntakeHandler(runtime, on_stored, self.committer)
         self.controller = Controller(
             self.handler,
             hostname=host or settings.host,
@@ -149,6 +169,8 @@ class Listener:
         )
 
     def start(self) -> None:
+        if self.committer is not None:
+            self.committer.start()
         self.controller.start()
 
     def stop(self) -> None:
@@ -156,6 +178,8 @@ class Listener:
         self.handler.drain(timeout=120)
         self.handler.stop_worker()
         self.controller.stop()
+        if self.committer is not None:
+            self.committer.stop()
 
     @property
     def address(self) -> tuple[str, int]:

@@ -91,9 +91,17 @@ class RecordingRelay:
 
 
 def write_config(
-    tmp: Path, relay_port: int | None = None, smtp_port: int | None = None, **extra: str
+    tmp: Path,
+    relay_port: int | None = None,
+    smtp_port: int | None = None,
+    intake_process: bool = True,
+    **extra: str,
 ) -> Path:
-    """A gateway.toml in tmp, using the repo's registry, rules and templates."""
+    """A gateway.toml in tmp, using the repo's registry, rules and templates.
+
+    intake_process=False keeps serve's pipeline in the test's own process, for tests that
+    replace a part of the Runtime (the DKIM key lookup) that a worker process would not see.
+    """
     relay = (
         f"[relay]\nhost = '127.0.0.1'\nport = {relay_port}\nretry_initial_seconds = 30\n"
         if relay_port
@@ -122,6 +130,7 @@ def write_config(
         host = "127.0.0.1"
         port = {smtp_port or free_port()}
         max_message_size = 1048576
+        intake_process = {"true" if intake_process else "false"}
 
         [registry]
         file = "{REPO / "data" / "contacts.toml"}"

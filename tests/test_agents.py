@@ -28,6 +28,12 @@ MONA = "Mona Sørensen <mona@service.example>"
 SECOND_LINE = "Campus 2. linje <andrelinje@service.example>"
 
 
+@pytest.fixture
+def config_path(tmp_path: Path, relay: RecordingRelay) -> Path:
+    """serve's pipeline in this process: the tests below give its Runtime an offline DKIM key."""
+    return write_config(tmp_path, relay_port=relay.port, intake_process=False)
+
+
 @pytest.fixture(scope="module")
 def dkim_key() -> tuple[bytes, bytes]:
     return dkim_keypair()
