@@ -1,0 +1,150 @@
+"""serve's worker processes: the intake pipeline and the outbox sender die, restart and never lose mail."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import threading
+from pathlib import Path
+
+from gateway.config import Config
+from gateway.server import Server
+from tests.faults import Serve
+from tests.support import RecordingRelay, mail, smtp_send, wait_for, write_config
+
+
+def _stored(config: Config) -> list[tuple[str, str]]:
+    with sqlite3.connect(config.storage.database) as conn:
+        return conn.execute("SELECT message_id, disposition FROM messages WHERE direction = 'in'").fetchall()
+
+
+def _quarantined(config: Config) -> list[str]:
+    with sqlite3.connect(config.storage.database) as conn:
+        return [row[0] for row in conn.execute("SELECT error FROM quarantine")]
+
+
+def _send_in_background(port: int, raw: bytes) -> tuple[threading.Thread, list[tuple[int, bytes]]]:
+    answers: list[tuple[int, bytes]] = []
+    sender = threading.Thread(target=lambda: answers.append(smtp_send(port, raw)))
+    sender.start()
+    return sender, answers
+
+
+def _kill_worker_holding(server: Server, holder: sqlite3.Connection) -> None:
+    """SIGKILL the intake worker while it waits for the write lock `holder` has, batch in hand."""
+    committer = server.listener.committer
+    assert committer is not None
+    wait_for(lambda: committer.pending, what="a batch in the intake worker's hands")
+    child = committer.child
+    assert child is not None
+    os.kill(child.pid, signal.SIGKILL)
+    wait_for(lambda: committer.child is not child, what="the parent noticing the worker died")
+
+
+def test_intake_worker_killed_with_a_batch_in_hand_gives_451_then_the_retry_is_stored_once(
+    server: Server,
+) -> None:
+    """The batch in a killed worker is answered 451; a new worker stores the sender's retry exactly once."""
+    config = server.runtime.config
+    port = server.listener.address[1]
+    raw = mail(message_id="<worker-dies@nordby-skole.example>")
+    holder = sqlite3.connect(config.storage.database, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # the worker blocks on the lock with the message in hand
+    try:
+        sender, answers = _send_in_background(port, raw)
+        _kill_worker_holding(server, holder)
+        sender.join(30)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert answers and answers[0][0] == 451, answers
+    assert _stored(config) == []
+
+    assert smtp_send(port, raw) == (250, b"2.0.0 Stored as opened")
+    assert smtp_send(port, raw) == (250, b"2.0.0 Stored as duplicate")
+    assert _stored(config) == [("<worker-dies@nordby-skole.example>", "case")]
+
+
+def test_a_message_that_kills_the_intake_worker_twice_is_quarantined_whole(server: Server) -> None:
+    """After a worker death batches hold one message; one that dies with it twice is kept in quarantine, 250."""
+    config = server.runtime.config
+    port = server.listener.address[1]
+    raw = mail(message_id="<poison@nordby-skole.example>")
+    answers: list[tuple[int, bytes]] = []
+    for attempt in (1, 2):
+        holder = sqlite3.connect(config.storage.database, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            sender, answers = _send_in_background(port, raw)
+            _kill_worker_holding(server, holder)
+        finally:
+            # The parent writes the quarantine entry itself once it saw the second death.
+            holder.execute("ROLLBACK")
+            holder.close()
+        sender.join(30)
+        assert server.listener.committer is not None and server.listener.committer.solo
+        if attempt == 1:
+            assert answers and answers[0][0] == 451, answers
+    assert answers == [(250, b"2.0.0 Stored as quarantined")]
+    assert _stored(config) == []
+    (error,) = _quarantined(config)
+    assert "WorkerCrashed" in error and "died 2 times" in error
+
+
+def test_outbox_sender_killed_is_restarted_and_delivers_what_was_queued(
+    server: Server, relay: RecordingRelay
+) -> None:
+    """The sender process dies; serve starts a new one, which sends the queued receipt."""
+    outbox = server.outbox
+    first = outbox.child
+    assert first is not None
+    os.kill(first.pid, signal.SIGKILL)
+    wait_for(lambda: outbox.child is not first, what="a new sender process")
+    port = server.listener.address[1]
+    assert smtp_send(port, mail(message_id="<after-restart@nordby-skole.example>"))[0] == 250
+    wait_for(lambda: relay.to("kari.nordmann@nordby-skole.example"), what="the receipt from the new sender")
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
+                    fields = handle.read().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return handle.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_workers_die_with_a_killed_serve(tmp_path: Path, relay: RecordingRelay) -> None:
+    """kill -9 of `gateway serve` leaves no worker behind to act beside the next serve's."""
+    serve = Serve(write_config(tmp_path, relay_port=relay.port), tmp_path / "serve.log").start()
+    try:
+        workers = wait_for(
+            lambda: len(_children(serve.pid)) == 2 and _children(serve.pid), what="two workers"
+        )
+    finally:
+        serve.kill()
+    wait_for(lambda: not any(_alive(pid) for pid in workers), what="the workers gone with their parent")
+
+
+def test_serve_stops_its_workers_on_sigterm(tmp_path: Path, relay: RecordingRelay) -> None:
+    """A graceful stop ends both workers and exits 0."""
+    serve = Serve(write_config(tmp_path, relay_port=relay.port), tmp_path / "serve.log").start()
+    workers = wait_for(lambda: len(_children(serve.pid)) == 2 and _children(serve.pid), what="two workers")
+    assert serve.proc is not None
+    serve.proc.send_signal(signal.SIGTERM)
+    assert serve.wait() == 0
+    assert not any(_alive(pid) for pid in workers)
