@@ -1,11 +1,12 @@
 """Test-only crash points: `GATEWAY_TEST_CRASH_AT=<name>` makes the process die there, like kill -9.
 
-The crash-matrix tests (tests/test_crash_matrix.py) set the variable for one `gateway serve` or
-`gateway deliver` process to stop it at an exact step. Never set it in production. Unset, a call
-costs one comparison of two strings; the variable is read once, at import.
+The crash-matrix tests (tests/test_crash_matrix.py, tests/test_imap.py) set the variable for one
+`gateway serve`, `deliver` or `fetch` process to stop it at an exact step with a real SIGKILL.
+Never set it in production. Unset, a call costs one comparison of two strings; the variable is
+read once, at import.
 
-Points: "after-commit" (pipeline: the message's transaction committed, the SMTP 250 / exit 0
-not yet given) and "after-relay-250" (outbox: the relay took a mail, the row not yet marked sent).
+Points: "after-commit" (pipeline: the transaction committed; no SMTP 250, exit 0 or IMAP
+move given yet) and "after-relay-250" (outbox: the relay took a mail, the row not yet marked sent).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import signal
 CRASH_AT = os.environ.get("GATEWAY_TEST_CRASH_AT", "")
 # Set by gateway/child.py in the worker processes of serve: the pid of its `gateway serve`.
 SERVE_PID = os.environ.get("GATEWAY_SERVE_PID", "")
-# The exit status a shell reports for a process killed by SIGKILL (128 + 9).
-KILLED = 137
+# How subprocess reports a process that died of SIGKILL.
+KILLED = -signal.SIGKILL
 
 
 def crashpoint(name: str) -> None:
@@ -27,4 +28,4 @@ def crashpoint(name: str) -> None:
             # A worker process of `gateway serve`: a crash here takes the service down as a
             # power cut would, not just the child the parent would restart.
             os.kill(int(SERVE_PID), signal.SIGKILL)
-        os._exit(KILLED)
+        os.kill(os.getpid(), signal.SIGKILL)

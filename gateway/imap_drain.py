@@ -3,17 +3,14 @@
 A message leaves the folder only after `process` has committed it and imap_seen holds
 (mailbox, UIDVALIDITY, UID, sha256, outcome). A crash anywhere before the move just means the
 next pass meets it again and files it by its imap_seen row, or the pipeline's de-duplication
-answers "duplicate". Test hook: GATEWAY_TEST_CRASH_AFTER_COMMIT=1 makes the fetcher SIGKILL
-itself right after the first commit (which holds exactly the first message), so a test can
-prove exactly that with a real kill -9.
+answers "duplicate". The tests prove it with a real kill -9 right after the first commit (which
+holds exactly the first message): GATEWAY_TEST_CRASH_AT=after-commit (gateway/crashpoints.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import signal
 import sqlite3
 import threading
 import time
@@ -30,7 +27,6 @@ from gateway.store import StorageUnavailable
 
 log = logging.getLogger("gateway.imap")
 
-CRASH_HOOK = "GATEWAY_TEST_CRASH_AFTER_COMMIT"
 # Messages per transaction. A pass starts with one, so a lone new mail is committed as soon as
 # it is parsed; a backlog's groups double up to this and share one fsync (about +20% msg/s).
 GROUP_MAX = 50
@@ -101,7 +97,6 @@ class Drain:
         self.uidvalidity = 0
         self.quarantined: set[str] = set()
         self.group_size = 1
-        self._crash_after_commit = os.environ.get(CRASH_HOOK) == "1"
 
     def run(self) -> DrainReport:
         self.uidvalidity = self.mailbox.select()
@@ -170,8 +165,6 @@ class Drain:
         if fresh:
             with self.runtime.lock:
                 results = process_batch(self.runtime, [(raw, "imap", None) for _u, raw, _d in fresh])
-            if self._crash_after_commit:
-                os.kill(os.getpid(), signal.SIGKILL)
         taken = []
         for (uid, _raw, digest), result in zip(fresh, results, strict=True):
             if result.outcome == "quarantined":

@@ -8,7 +8,6 @@ at most twice, every copy with the same Message-ID. The kill after accept is in 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -78,7 +77,7 @@ def test_kill_after_commit_before_250_then_the_retry_is_a_duplicate(
     crashing = Serve(path, tmp_path / "serve.log", GATEWAY_TEST_CRASH_AT="after-commit").start()
     assert send(port, raw) is None  # the connection died before any answer
     # The intake worker process commits; it takes its serve down with SIGKILL (gateway/crashpoints.py).
-    assert crashing.wait() == -signal.SIGKILL
+    assert crashing.wait() == KILLED
     assert inbound(db) == {"<after-commit@nordby-skole.example>": 1}
 
     serve = Serve(path, tmp_path / "serve.log").start()
@@ -167,7 +166,7 @@ def test_kill_after_the_relay_250_before_the_row_is_marked_sent(
         wait_for(gated.holding.is_set, what="the outbox sending the receipt")
         gated.hold_data(0)
         # The sender child takes its serve down with SIGKILL (gateway/crashpoints.py).
-        assert crashing.wait() == -signal.SIGKILL
+        assert crashing.wait() == KILLED
     finally:
         crashing.kill()
     (receipt,) = copies(gated)
@@ -193,8 +192,8 @@ def test_kill_between_imap_commit_and_move_under_serve(
         dovecot.append("INBOX", mail(message_id="<imap1@nordby-skole.example>"))
         dovecot.append("INBOX", mail(sender=f"Ola <{OLA}>", message_id="<imap2@fjellvik>"))
         # The IMAP intake's own hook (gateway/imap_drain.py): SIGKILL right after the first commit.
-        crashing = Serve(path, tmp_path / "serve.log", GATEWAY_TEST_CRASH_AFTER_COMMIT="1")
-        assert crashing.start(wait_listening=False).wait() == -9
+        crashing = Serve(path, tmp_path / "serve.log", GATEWAY_TEST_CRASH_AT="after-commit")
+        assert crashing.start(wait_listening=False).wait() == KILLED
         assert inbound(db) == {"<imap1@nordby-skole.example>": 1}
         assert len(dovecot.folder_uids("INBOX")) == 2  # committed, not moved
 

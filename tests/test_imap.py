@@ -168,7 +168,7 @@ def test_kill_between_commit_and_move_makes_no_duplicate(
     with_imap(config_path, dovecot)
     for raw in backlog()[:2]:
         dovecot.append("INBOX", raw)
-    crashed = run_fetch(config_path, GATEWAY_TEST_CRASH_AFTER_COMMIT="1")
+    crashed = run_fetch(config_path, GATEWAY_TEST_CRASH_AT="after-commit")
     assert crashed.returncode == -9, crashed.stderr
     assert len(dovecot.folder_uids("INBOX")) == 2
     store = Store(load_config(config_path).storage.database)
