@@ -202,7 +202,7 @@ def _part_text(part: Message) -> str | None:
 
 def _has_raw_bytes(text: str) -> bool:
     """Raw 8-bit header bytes arrive as surrogate escapes under compat32."""
-    return any("\udc80" <= ch <= "\udcff" for ch in text)
+    return not text.isascii() and any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
 def _header_defects(headers: dict[str, list[str]]) -> list[str]:

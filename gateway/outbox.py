@@ -54,6 +54,8 @@ def _one_line(value: str) -> str:
 
 def _header_line(name: str, value: str) -> bytes:
     if value.isascii():
+        if len(name) + len(value) < 77:  # most headers: nothing to fold
+            return f"{name}: {value}\r\n".encode("ascii")
         words, lines, line = value.split(" "), [], f"{name}:"
         for word in words:  # fold at spaces so no line passes 78 characters where it can be helped
             if len(line) + 1 + len(word) > 78 and line != f"{name}:":
@@ -67,15 +69,14 @@ def _header_line(name: str, value: str) -> bytes:
 
 def _encoded_words(value: str) -> str:
     """RFC 2047 base64 words of at most 45 bytes, never splitting a UTF-8 character."""
-    words, chunk = [], b""
-    for char in value:
-        data = char.encode("utf-8")
-        if len(chunk) + len(data) > 45:
-            words.append(chunk)
-            chunk = b""
-        chunk += data
-    words.append(chunk)
-    return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w).decode('ascii')}?=" for w in words)
+    data, words, start = value.encode("utf-8"), [], 0
+    while start < len(data):
+        end = min(start + 45, len(data))
+        while end < len(data) and data[end] & 0xC0 == 0x80:
+            end -= 1  # back off to the first byte of the character that would be cut
+        words.append(data[start:end])
+        start = end
+    return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w).decode('ascii')}?=" for w in words or [b""])
 
 
 def _plain(config: Config, mail: Outgoing, message_id: str) -> bytes:
