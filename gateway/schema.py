@@ -297,3 +297,12 @@ def m003_changes(db: Database) -> None:
         ) WITHOUT ROWID"""
     )
     db.execute("CREATE INDEX monitoring_alerts_device ON monitoring_alerts(device, ended_at)")
+
+
+@migrations()
+def m007_outbox_queue(db: Database) -> None:
+    """An index of the queued outbox rows alone, for the sender's "what is due" query."""
+    # The outbox keeps every sent mail. Once ANALYZE has seen that nearly all rows are 'sent',
+    # SQLite judged outbox_due too unselective and walked the whole table in id order on every
+    # poll (6.5 ms at 100,000 rows, most of the sender's CPU). This index holds only what waits.
+    db.execute("CREATE INDEX IF NOT EXISTS outbox_queued ON outbox(id) WHERE status = 'queued'")
