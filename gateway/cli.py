@@ -219,6 +219,19 @@ def cmd_outbox_flush(config: Config, args: argparse.Namespace) -> int:
     return EX_OK if not report.deferred else EX_TEMPFAIL
 
 
+def cmd_outbox_retry(config: Config, args: argparse.Namespace) -> int:
+    import getpass
+
+    from gateway.outbox import NoSuchMail, NotFailed, retry_failed
+
+    def action(runtime: Any) -> str:
+        rows = retry_failed(runtime.store, args.ids, getpass.getuser())
+        # serve's sender takes them at its next poll; `outbox flush` sends them now.
+        return "\n".join(f"queued again: outbox {r['id']} ({r['kind']})" for r in rows)
+
+    return run_action(config, action, (NotFailed,), (NoSuchMail,))
+
+
 def cmd_held_list(config: Config, args: argparse.Namespace) -> int:
     from gateway.queries import list_held
 
@@ -316,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     o_list.add_argument("--status", choices=("queued", "sent", "failed"))
     o_flush = add(groups["outbox"], "flush", cmd_outbox_flush, "deliver what is due now")
     o_flush.add_argument("--now", action="store_true", help="also retry deferred mail at once")
+    o_retry = add(groups["outbox"], "retry", cmd_outbox_retry, "queue failed mail again (all or none)")
+    o_retry.add_argument("ids", type=int, nargs="+", metavar="ID")
     h_list = add(groups["held"], "list", cmd_held_list, "list held mail")
     add(groups["rules"], "check", cmd_rules_check, "validate rules and print the compiled order")
     explain = add(groups["rules"], "explain", cmd_rules_explain, "which rules match a message")

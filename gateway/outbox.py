@@ -335,6 +335,52 @@ class Deliverer:
             )
 
 
+class NotFailed(Exception):
+    """An outbox row that is not failed: `outbox retry` changes nothing then."""
+
+
+class NoSuchMail(LookupError):
+    """An outbox id that does not exist."""
+
+
+def retry_failed(store: Store, ids: list[int], actor: str) -> list[dict[str, Any]]:
+    """Queue failed mail again, all of it or none, each noted in its case's history.
+
+    For mail the relay refused for good (5xx) after the cause was fixed: a change notice to a
+    mailbox that did not exist yet, a relay that rejected us by mistake. The attempts count starts
+    over, so the retry gets the full backoff; the old error stays in the history.
+    """
+    from gateway.casework import record  # casework queues mail through this module
+
+    with store.write() as conn:
+        rows = []
+        for row_id in ids:
+            row = conn.execute(
+                "SELECT id, case_id, kind, status, recipients, attempts, last_error FROM outbox WHERE id = ?",
+                (row_id,),
+            ).fetchone()
+            if row is None:
+                raise NoSuchMail(f"outbox {row_id}: no such mail")
+            if row[3] != "failed":
+                raise NotFailed(f"outbox {row_id}: status is {row[3]}, only failed mail is retried")
+            names = ("id", "case_id", "kind", "status", "recipients", "attempts", "last_error")
+            rows.append(dict(zip(names, row, strict=True)))
+        for row in rows:
+            conn.execute(
+                "UPDATE outbox SET status = 'queued', attempts = 0, next_attempt_at = ? WHERE id = ?",
+                (clock.iso(), row["id"]),
+            )
+            record(
+                conn,
+                row["case_id"],
+                actor,
+                "outbox-retry",
+                f"outbox {row['id']} ({row['kind']}) to {', '.join(json.loads(row['recipients']))}",
+                f"failed after {row['attempts']} attempt(s): {row['last_error']}",
+            )
+    return rows
+
+
 def retry_now(store: Store) -> int:
     """Make every deferred mail due at once (an operator's `outbox flush --now`)."""
     try:

@@ -21,6 +21,7 @@ TOMBSTONE = b"Subject: (purged under the retention policy)\r\nX-Gateway-Purged: 
 
 OLD_RAW = "SELECT sha256 FROM raw_messages WHERE stored_at < :raw_cutoff"
 OLD_OUTGOING = "status IN ('sent', 'failed') AND created_at < :raw_cutoff AND raw != :tombstone"
+STALE_CODES = "used_at IS NULL AND created_at < :raw_cutoff"
 # Closed long enough ago, and not purged before (every purge leaves a 'purged' event on the case).
 OLD_CASES = (
     "SELECT id FROM cases WHERE status = 'closed' AND coalesce(closed_at, updated_at) < :case_cutoff"
@@ -43,6 +44,9 @@ class PurgePlan:
     closed_cases: int = 0
     closed_oldest: str | None = None
     case_messages: int = 0
+    # Change-order codes never returned: their mail's raw bytes go with the rest, so they could
+    # never open the order any more, and they hold the sender's address.
+    stale_confirmations: int = 0
 
     def params(self) -> dict[str, Any]:
         return {"raw_cutoff": self.raw_cutoff, "case_cutoff": self.case_cutoff, "tombstone": TOMBSTONE}
@@ -53,7 +57,8 @@ class PurgePlan:
             f"raw mail stored before {self.raw_cutoff}: {verb} {self.raw_messages} messages"
             f" (oldest {self.raw_oldest or '-'}), {self.quarantine_entries} quarantine entries,"
             f" {self.outgoing_mails} sent mails (oldest {self.outgoing_oldest or '-'}),"
-            f" {len(self.outgoing_files)} outgoing files",
+            f" {len(self.outgoing_files)} outgoing files,"
+            f" {self.stale_confirmations} unused confirmation codes",
             f"cases closed before {self.case_cutoff}: {'anonymised' if done else 'would anonymise'}"
             f" {self.closed_cases} cases (oldest {self.closed_oldest or '-'})"
             f" with {self.case_messages} messages",
@@ -88,6 +93,9 @@ def plan(config: Config, conn: sqlite3.Connection) -> PurgePlan:
         conn, f"SELECT count(*) AS n, min(created_at) AS oldest FROM outbox WHERE {OLD_OUTGOING}", p
     )
     found.outgoing_mails, found.outgoing_oldest = outgoing["n"], outgoing["oldest"]
+    found.stale_confirmations = _one(conn, f"SELECT count(*) AS n FROM confirmations WHERE {STALE_CODES}", p)[
+        "n"
+    ]
     found.outgoing_files = _old_files(config.storage.outgoing, now - timedelta(days=retention.raw_mail_days))
     cases = _one(
         conn,
@@ -120,6 +128,7 @@ def purge(config: Config, store: Store) -> PurgePlan:
         _purge_raw(conn, p)
         conn.execute(f"UPDATE outbox SET raw = :tombstone, recipients = '[]' WHERE {OLD_OUTGOING}", p)
         conn.execute("DELETE FROM auto_replies WHERE at < :raw_cutoff", p)
+        conn.execute(f"DELETE FROM confirmations WHERE {STALE_CODES}", p)
         record(
             conn,
             None,
@@ -153,6 +162,9 @@ def _anonymise_cases(conn: sqlite3.Connection, p: dict[str, Any]) -> None:
             " actor = CASE WHEN actor LIKE '%@%' THEN '' ELSE actor END WHERE case_id = ?",
             (case_id,),
         )
+        # Escalation evidence quotes the customer (phone numbers, user names, MAC addresses).
+        conn.execute("UPDATE case_fields SET evidence = '' WHERE case_id = ?", (case_id,))
+        conn.execute("UPDATE confirmations SET address = '' WHERE case_id = ?", (case_id,))
         conn.execute(
             "UPDATE outbox SET raw = :tombstone, recipients = '[]' WHERE case_id = :case",
             {"tombstone": TOMBSTONE, "case": case_id},

@@ -174,6 +174,44 @@ def test_relay_4xx_defers_and_5xx_fails_visibly(config, relay: RecordingRelay) -
     runtime.close()
 
 
+def test_outbox_retry_queues_failed_mail_again_all_or_none(
+    config_path, relay: RecordingRelay, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    """`gateway outbox retry ID` re-queues 5xx-failed mail with its history noted; a bad id changes nothing."""
+    from gateway.cli import main
+    from gateway.config import load_config
+    from gateway.pipeline import process
+    from gateway.runtime import Runtime
+
+    runtime = Runtime(load_config(config_path))
+    process(runtime, mail(message_id="<retry@x.example>"), "test")  # the receipt, then the agents' notice
+    relay.errors += ["550 5.1.1 no such user"] * 2
+    assert Deliverer(runtime.config, runtime.store).flush().failed == 2
+    ids = {r["kind"]: r for r in runtime.store.query("SELECT id, kind, case_id FROM outbox")}
+    notice, receipt = ids["agent-notify"]["id"], ids["receipt"]["id"]
+    cli = ["--config", str(config_path), "outbox", "retry"]
+
+    def status(row_id: int) -> str:
+        return str(runtime.store.one("SELECT status FROM outbox WHERE id = ?", (row_id,))["status"])
+
+    assert main([*cli, str(notice), "999999"]) == 66
+    assert status(notice) == "failed"
+    assert main([*cli, str(notice)]) == 0
+    assert f"queued again: outbox {notice} (agent-notify)" in capsys.readouterr().out
+    row = runtime.store.one("SELECT status, attempts FROM outbox WHERE id = ?", (notice,))
+    assert row == {"status": "queued", "attempts": 0}
+    event = runtime.store.one("SELECT case_id, reason FROM events WHERE action = 'outbox-retry'")
+    assert event["case_id"] == ids["agent-notify"]["case_id"] and "550 5.1.1 no such user" in event["reason"]
+    # One that is not failed (the notice is queued now) refuses the whole command.
+    assert main([*cli, str(receipt), str(notice)]) == 65
+    assert "only failed mail is retried" in capsys.readouterr().err
+    assert status(receipt) == "failed"
+
+    assert Deliverer(runtime.config, runtime.store).flush().sent == 1
+    assert status(notice) == "sent" and len(relay.received) == 1
+    runtime.close()
+
+
 def test_cases_show_json_has_the_documented_fields(
     server: Server, relay: RecordingRelay, config_path
 ) -> None:  # type: ignore[no-untyped-def]

@@ -157,7 +157,9 @@ def test_purge_dry_run_lists_and_purge_removes(
     """Dry run counts old raw mail and long-closed cases, changing nothing; the purge removes and records."""
     with freeze_time(_ago(800)):
         closed = process(
-            runtime, mail(subject="Gammel sak om svitsjen", body="Svitsjen på rom 101 er død.\n"), "smtp"
+            runtime,
+            mail(subject="Gammel sak om svitsjen", body="Nettet er nede. Svitsjen på rom 101 er død.\n"),
+            "smtp",
         )
     with freeze_time(_ago(400)):
         old = process(
@@ -170,11 +172,24 @@ def test_purge_dry_run_lists_and_purge_removes(
         conn.execute(
             "UPDATE cases SET status = 'closed', closed_at = ? WHERE id = ?", (_ago(790), closed.case_id)
         )
+        old_row = conn.execute("SELECT id FROM messages WHERE case_id = ?", (old.case_id,)).fetchone()[0]
+        # A change-order code that never came back, and one that opened the closed case.
+        conn.executemany(
+            "INSERT INTO confirmations (token, message, address, created_at, used_at, case_id)"
+            " VALUES (?, ?, 'kari.nordmann@nordby-skole.example', ?, ?, ?)",
+            [
+                ("1111-2222", old_row, _ago(400), None, None),
+                ("3333-4444", old_row, _ago(800), _ago(800), closed.case_id),
+            ],
+        )
+    evidence = runtime.store.query("SELECT evidence FROM case_fields WHERE case_id = ?", (closed.case_id,))
+    assert any(row["evidence"] for row in evidence), evidence
     before = runtime.store.one("SELECT count(*) AS n FROM raw_messages")["n"]
 
     assert main(["--config", str(config_path), "purge", "--dry-run"]) == 0
     report = capsys.readouterr().out
     assert "would purge 2 messages" in report and "would anonymise 1 cases" in report
+    assert "1 unused confirmation codes" in report
     assert runtime.store.one("SELECT count(*) AS n FROM raw_messages")["n"] == before
 
     assert main(["--config", str(config_path), "purge"]) == 0
@@ -190,6 +205,10 @@ def test_purge_dry_run_lists_and_purge_removes(
     case = runtime.store.one("SELECT subject, requester FROM cases WHERE id = ?", (closed.case_id,))
     assert case == {"subject": "(purged)", "requester": ""}
     assert search_cases(runtime.store, "svitsjen") == []
+    evidence = runtime.store.query("SELECT evidence FROM case_fields WHERE case_id = ?", (closed.case_id,))
+    assert evidence and all(row["evidence"] == "" for row in evidence)
+    codes = runtime.store.query("SELECT token, address FROM confirmations")
+    assert codes == [{"token": "3333-4444", "address": ""}]
     assert runtime.store.one("SELECT count(*) AS n FROM raw_messages")["n"] == 1
     records = runtime.store.query("SELECT case_id, detail FROM events WHERE actor = 'retention'")
     assert {r["case_id"] for r in records} == {closed.case_id, None}
