@@ -30,6 +30,20 @@ def spawn(module: str, config: Config, *args: str, stdout: int | None = None) ->
     return child
 
 
+def stop(child: subprocess.Popen[bytes], timeout: float) -> bool:
+    """End-of-file on the child's stdin, then wait for it to finish; killed (False) after `timeout`."""
+    if child.stdin is not None:
+        with contextlib.suppress(OSError):
+            child.stdin.close()
+    try:
+        child.wait(timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+        return False
+    return True
+
+
 def write_frame(stream: IO[bytes], value: Any) -> None:
     payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     stream.write(len(payload).to_bytes(8, "big") + payload)

@@ -16,13 +16,12 @@ from collections.abc import Callable
 
 from gateway import child as child_process
 from gateway import logs
-from gateway.pipeline import Result, process_batch, quarantine
+from gateway.pipeline import Item, Result, process_batch, quarantine
 from gateway.runtime import Runtime
 from gateway.store import StorageUnavailable
 
 log = logging.getLogger("gateway.committer")
 
-Item = tuple[bytes, str, "str | None"]
 # Called with a batch's results, or with the exception all of its senders get a 451 for.
 Done = Callable[["list[Result] | BaseException"], None]
 
@@ -141,16 +140,8 @@ class Committer:
         with self.lock:
             self.stopping = True
             child, self.child = self.child, None
-        if child is None:
-            return
-        if child.stdin is not None:
-            with contextlib.suppress(OSError):
-                child.stdin.close()
-        try:
-            child.wait(timeout)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+        if child is not None and not child_process.stop(child, timeout):
+            log.error("intake worker did not stop within %.0f s; killed it", timeout)
 
 
 def main() -> int:

@@ -355,16 +355,16 @@ def retry_failed(store: Store, ids: list[int], actor: str) -> list[dict[str, Any
     with store.write() as conn:
         rows = []
         for row_id in ids:
-            row = conn.execute(
+            # store.one reads on `conn`, the connection this transaction holds.
+            row = store.one(
                 "SELECT id, case_id, kind, status, recipients, attempts, last_error FROM outbox WHERE id = ?",
                 (row_id,),
-            ).fetchone()
+            )
             if row is None:
                 raise NoSuchMail(f"outbox {row_id}: no such mail")
-            if row[3] != "failed":
-                raise NotFailed(f"outbox {row_id}: status is {row[3]}, only failed mail is retried")
-            names = ("id", "case_id", "kind", "status", "recipients", "attempts", "last_error")
-            rows.append(dict(zip(names, row, strict=True)))
+            if row["status"] != "failed":
+                raise NotFailed(f"outbox {row_id}: status is {row['status']}, only failed mail is retried")
+            rows.append(row)
         for row in rows:
             conn.execute(
                 "UPDATE outbox SET status = 'queued', attempts = 0, next_attempt_at = ? WHERE id = ?",

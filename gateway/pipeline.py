@@ -58,7 +58,11 @@ def process(
     return result
 
 
-def process_batch(runtime: Runtime, items: list[tuple[bytes, str, str | None]]) -> list[Result]:
+# One message for process_batch: raw bytes, the intake it came by, and the envelope sender.
+Item = tuple[bytes, str, "str | None"]
+
+
+def process_batch(runtime: Runtime, items: list[Item]) -> list[Result]:
     """Several messages in one transaction, so one fsync covers them all (group commit).
 
     Each message runs inside its own savepoint: one that fails is rolled back alone and quarantined

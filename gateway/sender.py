@@ -90,15 +90,11 @@ class SenderProcess:
             child = self.child
             if child is None:
                 return
-            if child.stdin is not None:
+            if child.stdin is not None:  # under the lock: wake() must never write to a closed fd
                 with contextlib.suppress(OSError):
                     child.stdin.close()
-        try:
-            child.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log.error("outbox sender did not stop within %.0f s; killing it", timeout)
-            child.kill()
-            child.wait()
+        if not child_process.stop(child, timeout):
+            log.error("outbox sender did not stop within %.0f s; killed it", timeout)
         if self.supervisor.is_alive():
             self.supervisor.join(timeout=5)
 

@@ -14,7 +14,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from gateway.committer import Committer
-from gateway.pipeline import Result, process_batch
+from gateway.pipeline import Item, Result, process_batch
 from gateway.runtime import Runtime
 from gateway.store import StorageUnavailable
 
@@ -107,7 +107,7 @@ class IntakeHandler:
             self._commit(batch)
 
     def _commit(self, batch: list[_Job]) -> None:
-        items: list[tuple[bytes, str, str | None]] = [(j.raw, "smtp", j.mail_from) for j in batch]
+        items: list[Item] = [(j.raw, "smtp", j.mail_from) for j in batch]
         if self.committer is not None:
             self.committer.submit(items, lambda outcome: _resolve(batch, outcome))
             return

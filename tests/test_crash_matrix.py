@@ -191,7 +191,7 @@ def test_kill_between_imap_commit_and_move_under_serve(
         with_imap(path, dovecot.host, dovecot.port, dovecot.username, dovecot.password)
         dovecot.append("INBOX", mail(message_id="<imap1@nordby-skole.example>"))
         dovecot.append("INBOX", mail(sender=f"Ola <{OLA}>", message_id="<imap2@fjellvik>"))
-        # The IMAP intake's own hook (gateway/imap_drain.py): SIGKILL right after the first commit.
+        # SIGKILL right after the first commit, which holds exactly the first message.
         crashing = Serve(path, tmp_path / "serve.log", GATEWAY_TEST_CRASH_AT="after-commit")
         assert crashing.start(wait_listening=False).wait() == KILLED
         assert inbound(db) == {"<imap1@nordby-skole.example>": 1}

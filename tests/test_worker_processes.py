@@ -31,8 +31,8 @@ def _send_in_background(port: int, raw: bytes) -> tuple[threading.Thread, list[t
     return sender, answers
 
 
-def _kill_worker_holding(server: Server, holder: sqlite3.Connection) -> None:
-    """SIGKILL the intake worker while it waits for the write lock `holder` has, batch in hand."""
+def _kill_worker_holding_a_batch(server: Server) -> None:
+    """SIGKILL the intake worker once it has a batch in hand (the tests hold the write lock)."""
     committer = server.listener.committer
     assert committer is not None
     wait_for(lambda: committer.pending, what="a batch in the intake worker's hands")
@@ -53,7 +53,7 @@ def test_intake_worker_killed_with_a_batch_in_hand_gives_451_then_the_retry_is_s
     holder.execute("BEGIN EXCLUSIVE")  # the worker blocks on the lock with the message in hand
     try:
         sender, answers = _send_in_background(port, raw)
-        _kill_worker_holding(server, holder)
+        _kill_worker_holding_a_batch(server)
         sender.join(30)
     finally:
         holder.execute("ROLLBACK")
@@ -77,7 +77,7 @@ def test_a_message_that_kills_the_intake_worker_twice_is_quarantined_whole(serve
         holder.execute("BEGIN EXCLUSIVE")
         try:
             sender, answers = _send_in_background(port, raw)
-            _kill_worker_holding(server, holder)
+            _kill_worker_holding_a_batch(server)
         finally:
             # The parent writes the quarantine entry itself once it saw the second death.
             holder.execute("ROLLBACK")
@@ -106,26 +106,21 @@ def test_outbox_sender_killed_is_restarted_and_delivers_what_was_queued(
     wait_for(lambda: relay.to("kari.nordmann@nordby-skole.example"), what="the receipt from the new sender")
 
 
+def _stat(pid: int | str) -> list[str]:
+    """/proc/<pid>/stat after the command name: state, parent pid, ...; [] once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            return handle.read().rpartition(")")[2].split()
+    except OSError:
+        return []
+
+
 def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
-                    fields = handle.read().rpartition(")")[2].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry))
-    return found
+    return [int(e) for e in os.listdir("/proc") if e.isdigit() and _stat(e)[1:2] == [str(pid)]]
 
 
 def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            return handle.read().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return False
+    return _stat(pid)[:1] not in ([], ["Z"])
 
 
 def test_workers_die_with_a_killed_serve(tmp_path: Path, relay: RecordingRelay) -> None:
