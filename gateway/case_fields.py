@@ -49,12 +49,22 @@ def to_ask(conn: sqlite3.Connection, case_id: int) -> list[Field]:
     return still_missing(conn, case_id)
 
 
+def first_questions(conn: sqlite3.Connection, case_id: int, evidence: Evidence) -> list[Field]:
+    """A case's first mail: record what it supplies, return what is missing.
+
+    The same answer as collect() then to_ask(), without reading back what was just written:
+    a new case has no earlier fields, no earlier questions and no other text.
+    """
+    present = collect(conn, case_id, evidence)
+    return missing(evidence.text, set(present))
+
+
 def mark_asked(conn: sqlite3.Connection, case_id: int, fields: list[Field]) -> None:
-    for field in fields:
-        conn.execute(
-            "INSERT OR IGNORE INTO case_fields (case_id, field, state, at) VALUES (?, ?, 'asked', ?)",
-            (case_id, field.key, clock.iso()),
-        )
+    at = clock.iso()
+    conn.executemany(
+        "INSERT OR IGNORE INTO case_fields (case_id, field, state, at) VALUES (?, ?, 'asked', ?)",
+        [(case_id, field.key, at) for field in fields],
+    )
 
 
 def was_asked(conn: sqlite3.Connection, case_id: int) -> bool:

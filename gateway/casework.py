@@ -172,8 +172,7 @@ def open_case(
     case = _case(conn, case_id)
     asked: list[Field] = []
     if d.ask_missing and d.category == "incident":
-        case_fields.collect(conn, case_id, _evidence(ctx))
-        asked = case_fields.to_ask(conn, case_id)
+        asked = case_fields.first_questions(conn, case_id, _evidence(ctx))
     language = language_for(runtime, ctx)
     context = template_context(runtime, ctx, case) | {
         "missing": [getattr(f, "en" if language == "en" else "nb") for f in asked]

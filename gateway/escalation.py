@@ -5,47 +5,41 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
+from gateway import folding
 from gateway.senders import Sender
 
 _PHONE = re.compile(r"(?<!\d)(\+47[ ]?)?(\d{2}[ ]?\d{2}[ ]?\d{2}[ ]?\d{2}|\d{3}[ ]?\d{2}[ ]?\d{3})(?!\d)")
 _MAC = re.compile(
-    r"\b[0-9a-f]{2}([:\-])(?:[0-9a-f]{2}\1){4}[0-9a-f]{2}\b|\b[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}\b", re.I
+    r"\b[0-9a-f]{2}([:\-])(?:[0-9a-f]{2}\1){4}[0-9a-f]{2}\b|\b[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}\b"
 )
 _WHEN = re.compile(
     r"\b(i dag|i går|igår|i morges|i formiddag|i ettermiddag|i kveld|i natt|siden|fra kl|kl\.? ?\d|"
     r"\d{1,2}[:.]\d{2}|\d{1,2}\.\s?(jan|feb|mar|apr|mai|jun|jul|aug|sep|okt|nov|des)|\d{1,2}\.\d{1,2}\.|"
     r"mandag|tirsdag|onsdag|torsdag|fredag|lørdag|søndag|today|yesterday|this morning|since|"
     r"monday|tuesday|wednesday|thursday|friday|at \d{1,2}(:\d{2})?|hele tiden|av og til|periodevis)\b",
-    re.I,
 )
-_WIRELESS = re.compile(
-    r"\b(trådløs\w*|wifi|wi-fi|wlan|ssid|eduroam|gjestenett\w*|guest ?(network|wifi))\b", re.I
-)
+_WIRELESS = re.compile(r"\b(trådløs\w*|wifi|wi-fi|wlan|ssid|eduroam|gjestenett\w*|guest ?(network|wifi))\b")
 _WIRED = re.compile(
     r"\b(kablet|kabel\w*|uttak\w*|veggkontakt\w*|nettverkspunkt\w*|datapunkt\w*|"
     r"wall socket|wired|ethernet|patch\w*)\b",
-    re.I,
 )
-_EDUROAM = re.compile(r"\beduroam\b", re.I)
-_GUEST = re.compile(r"\b(gjest\w*|guest)\b", re.I)
-_USERNAME = re.compile(
-    r"\b(brukernavn\w*|username|user name|bruker-?id)\b|\b[\w.\-]+@[\w\-]+\.[a-z]{2,}\b", re.I
-)
+_EDUROAM = re.compile(r"\beduroam\b")
+_GUEST = re.compile(r"\b(gjest\w*|guest)\b")
+_USERNAME = re.compile(r"\b(brukernavn\w*|username|user name|bruker-?id)\b|\b[\w.\-]+@[\w\-]+\.[a-z]{2,}\b")
 _LOCATION = re.compile(
     r"\b(bygg\w*|bygning\w*|building|blokk|fløy|hus)\b.*?\b(rom|room|kontor|klasserom)\b|"
-    r"\b(rom|room|klasserom)\s*(nr\.?\s*)?[A-Z]?\d+",
-    re.I | re.S,
+    r"\b(rom|room|klasserom)\s*(nr\.?\s*)?[a-z]?\d+",
+    re.S,
 )
 _DEVICE = re.compile(
     r"\b(windows|mac ?os|macbook|ios|ipad ?os|android|linux|ubuntu|chrome ?os|chromebook|"
     r"iphone|ipad|pc|laptop|bærbar\w*|stasjonær\w*|nettbrett|skriver\w*|printer)\b",
-    re.I,
 )
 _TROUBLESHOOT = re.compile(
     r"\b(feilsøk\w*|restart\w*|startet \w+ på nytt|omstart|prøvd|sjekket|ipconfig|"
     r"ping\w*|tracert|traceroute|nav\b|netinfo|tried|checked|rebooted)\b",
-    re.I,
 )
 _NETINFO_FIELDS = {"mac", "device", "troubleshooting"}
 # Mail-client signatures name a device that is not the one with the fault.
@@ -65,14 +59,29 @@ class Evidence:
     def netinfo(self) -> bool:
         return any(name.lower().startswith("netinfo") for name in self.attachments)
 
+    @cached_property
+    def folded(self) -> str:
+        """The text lower-cased once; every word pattern here is written in lower case."""
+        return folding.fold(self.text)
+
+    @cached_property
+    def phone(self) -> str | None:
+        """The first phone number in the text (two fields want it)."""
+        found = _PHONE.search(self.text)
+        return found.group(0) if found else None
+
+    def search(self, pattern: re.Pattern[str]) -> str | None:
+        found = pattern.search(self.folded)
+        return folding.quote(self.text, self.folded, found) if found else None
+
 
 Detector = Callable[[Evidence], str | None]
 
 
 def _match(pattern: re.Pattern[str]) -> Detector:
     def detect(evidence: Evidence) -> str | None:
-        found = pattern.search(evidence.text)
-        return found.group(0)[:60] if found else None
+        quote = evidence.search(pattern)
+        return quote[:60] if quote is not None else None
 
     return detect
 
@@ -89,8 +98,7 @@ def _contact(evidence: Evidence) -> str | None:
     ]
     if registered:
         return f"{evidence.sender.address}, {registered[0]}"
-    found = _PHONE.search(evidence.text)
-    return f"{evidence.sender.address}, {found.group(0)}" if found else None
+    return f"{evidence.sender.address}, {evidence.phone}" if evidence.phone else None
 
 
 def _description(evidence: Evidence) -> str | None:
@@ -99,8 +107,7 @@ def _description(evidence: Evidence) -> str | None:
 
 
 def _connection(evidence: Evidence) -> str | None:
-    found = _WIRELESS.search(evidence.text) or _WIRED.search(evidence.text)
-    return found.group(0) if found else None
+    return evidence.search(_WIRELESS) or evidence.search(_WIRED)
 
 
 @dataclass(frozen=True)
@@ -150,7 +157,7 @@ FIELDS: tuple[Field, ...] = (
         "guest_phone",
         "brukerens telefonnummer (gjelder gjestenett med SMS-pålogging)",
         "the user's phone number (for the guest network with SMS login)",
-        lambda e: m.group(0) if (m := _PHONE.search(e.text)) else None,
+        lambda e: e.phone,
         needed_when=_GUEST,
     ),
     Field(
@@ -185,7 +192,8 @@ def found_in(evidence: Evidence) -> dict[str, str]:
 
 
 def required(case_text: str) -> list[Field]:
-    return [f for f in FIELDS if f.needed_when is None or f.needed_when.search(case_text)]
+    folded = folding.fold(case_text)
+    return [f for f in FIELDS if f.needed_when is None or f.needed_when.search(folded)]
 
 
 def missing(case_text: str, present: set[str]) -> list[Field]:

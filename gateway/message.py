@@ -15,7 +15,7 @@ from typing import Any
 
 import mailparser
 
-from gateway import limits
+from gateway import boundaries, limits
 from gateway.addresses import parse_mailboxes
 from gateway.limits import MessageTooComplex
 
@@ -30,6 +30,8 @@ _PLACEHOLDER = re.compile(r"\x01(\d+)\x01")
 _TAGS = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.S | re.I)
 # Charsets Norwegian mail arrives in when the label is missing or wrong, best guess first.
 _FALLBACK_CHARSETS = ("utf-8", "cp1252", "iso-8859-15", "iso-8859-1")
+
+boundaries.install()
 
 
 @dataclass

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from gateway import folding
 from gateway.message import InboundMessage
 from gateway.senders import Sender
 
@@ -19,6 +20,7 @@ class Facts:
     authenticated: bool
     automated: bool
     open_hours: bool
+    _folded: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def text(self, field_name: str) -> str:
         if field_name == "subject":
@@ -26,6 +28,12 @@ class Facts:
         if field_name == "body":
             return self.message.body
         return f"{self.message.subject}\n{self.message.body}"
+
+    def folded(self, field_name: str) -> str:
+        """The lower-cased text, once per field however many rules search it."""
+        if field_name not in self._folded:
+            self._folded[field_name] = folding.fold(self.text(field_name))
+        return self._folded[field_name]
 
 
 Predicate = Callable[[Facts], str | None]

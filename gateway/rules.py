@@ -10,6 +10,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
+from gateway import folding
 from gateway.predicates import PREDICATES, Facts
 
 NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
@@ -88,13 +89,20 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def _regex(value: Any, where: str) -> re.Pattern[str]:
+    return re.compile(_source(value, where), re.I)
+
+
+def _source(value: Any, where: str) -> str:
+    """One alternation of a rule's patterns, checked to compile."""
     patterns = _as_list(value)
     if not all(isinstance(p, str) for p in patterns):
         raise RuleError(f"{where}: patterns must be strings")
+    source = "|".join(f"(?:{p})" for p in patterns)
     try:
-        return re.compile("|".join(f"(?:{p})" for p in patterns), re.I)
+        re.compile(source, re.I)
     except re.error as exc:
         raise RuleError(f"{where}: bad pattern ({exc})") from None
+    return source
 
 
 def _choices(value: Any, allowed: tuple[str, ...], where: str) -> set[str]:
@@ -105,11 +113,17 @@ def _choices(value: Any, allowed: tuple[str, ...], where: str) -> set[str]:
     return items
 
 
-def _text_check(field_name: str, pattern: re.Pattern[str]) -> Check:
+def _text_check(field_name: str, source: str) -> Check:
+    pattern, folded = folding.compile_folded(source)
+
     def check(facts: Facts) -> str | None:
         text = facts.text(field_name)
-        found = pattern.search(text)
-        return f"{field_name} matches {found.group(0)!r}" if found else None
+        if not folded:
+            found = pattern.search(text)
+            return f"{field_name} matches {found.group(0)!r}" if found else None
+        lower = facts.folded(field_name)
+        found = pattern.search(lower)
+        return f"{field_name} matches {folding.quote(text, lower, found)!r}" if found else None
 
     return check
 
@@ -149,7 +163,7 @@ def _compile_condition(key: str, value: Any, where: str) -> Check:
         states = _choices(value, CASE_STATES, here)
         return lambda f: f"case is {f.case_state}" if f.case_state in states else None
     if key in ("subject", "body", "text"):
-        return _text_check(key, _regex(value, here))
+        return _text_check(key, _source(value, here))
     if key == "header":
         if not isinstance(value, dict):
             raise RuleError(f"{here}: must be a table of header = pattern")

@@ -246,6 +246,30 @@ def test_missing_escalation_information_is_asked_once_and_completed(rt: Runtime)
     assert [r["kind"] for r in _outbox(rt)] == ["receipt"]  # never asked twice
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Eduroam virker ikke",
+        "Gjestenettet er nede i bygg 3 rom 210 siden i dag, ring 91234567",
+        "WiFi borte på MacBook, prøvd restart. Hele klassen er rammet, ingen kommer på nett i det hele tatt nå",
+        "",
+    ],
+)
+@freeze_time(OPEN)
+def test_first_questions_equal_what_the_stored_case_lacks(rt: Runtime, text: str) -> None:
+    """The new-case shortcut asks exactly what reading the stored case back says is missing."""
+    from gateway import case_fields
+
+    result = process(rt, mail(sender=KARI, subject="Nettet er nede", body=text), "pipe")
+    assert result.outcome == "opened" and result.case_id is not None
+    rows = rt.store.query(
+        "SELECT field FROM case_fields WHERE case_id = ? AND state = 'asked'", (result.case_id,)
+    )
+    general = [f.key for f in case_fields.still_missing(rt.store.conn, result.case_id)]
+    assert sorted(r["field"] for r in rows) == sorted(general)
+    assert general  # every text above leaves something to ask
+
+
 @freeze_time(OPEN)
 def test_attached_netinfo_log_counts(rt: Runtime) -> None:
     """A netinfo.log attachment supplies the MAC, device and troubleshooting fields."""
@@ -360,6 +384,30 @@ def test_dkim_from_another_domain_does_not_align(rt: Runtime) -> None:
     raw = mail(sender=KARI, subject="Endring", body="Kan dere endre VLAN på port 2?")
     signed = dkim.sign(raw, b"s", b"evil.example", key, include_headers=[b"from", b"subject"]) + raw
     assert process(rt, signed, "smtp").outcome == "held"
+
+
+def test_unsigned_mail_is_not_handed_to_dkim(rt: Runtime) -> None:
+    """No DKIM-Signature header: no verification (and no key lookup), and the reason says so."""
+    from gateway.auth import authenticate
+    from gateway.message import parse
+
+    def no_lookup(name: bytes, timeout: float = 5) -> bytes | None:
+        raise AssertionError(f"looked up {name!r} for a mail without a signature")
+
+    unsigned = parse(mail(sender=KARI, subject="Bestilling: VLAN 40", body="Port 7 til VLAN 40"))
+    verdict = authenticate(unsigned, "smtp", "", True, no_lookup)
+    assert (verdict.authenticated, verdict.reason) == (False, "no DKIM signature")
+    key, record = _keypair()
+    raw = mail(sender=KARI, subject="Bestilling: VLAN 40", body="Port 7 til VLAN 40")
+    signed = dkim.sign(raw, b"sel1", b"nordby-skole.example", key, include_headers=[b"from", b"subject"]) + raw
+    looked_up: list[bytes] = []
+
+    def lookup(name: bytes, timeout: float = 5) -> bytes | None:
+        looked_up.append(name)
+        return record
+
+    assert authenticate(parse(signed), "smtp", "", True, lookup).authenticated
+    assert looked_up == [b"sel1._domainkey.nordby-skole.example."]
 
 
 @freeze_time(OPEN)
