@@ -17,6 +17,7 @@ from gateway.quoting import strip_quoted
 from gateway.threads import ThreadMatch
 
 if TYPE_CHECKING:
+    from gateway.escalation import Field
     from gateway.pipeline import Context, Result
     from gateway.runtime import Runtime
 
@@ -90,18 +91,31 @@ def responsible(runtime: Runtime, case: dict[str, Any]) -> list[str]:
     return sorted(a.email for a in agents.values() if a.line == 1)
 
 
-def notify(runtime: Runtime, conn: sqlite3.Connection, case_id: int, event: str, ctx: Context) -> None:
-    """Tell the responsible agents about a case, with a Reply-To that lands their answer in it."""
+def notify(
+    runtime: Runtime,
+    conn: sqlite3.Connection,
+    case_id: int,
+    event: str,
+    ctx: Context,
+    missing: list[Field] | None = None,
+) -> None:
+    """Tell the responsible agents about a case, with a Reply-To that lands their answer in it.
+
+    `missing` is what the caller already knows the case lacks; otherwise it is worked out here.
+    """
     case = _case(conn, case_id)
     to = responsible(runtime, case)
     if not to:
         return
     service = runtime.config.service
+    if case["category"] != "incident":
+        missing = []
+    elif missing is None:
+        missing = case_fields.still_missing(conn, case_id)
     context = {
         "service": service, "case": case, "tag": f"{service.case_prefix}#{case_id}", "event": event,
         "sender": ctx.sender, "organization": ctx.sender.organization, "text": ctx.message.body,
-        "subject": ctx.message.subject, "missing": [f.nb for f in case_fields.still_missing(conn, case_id)]
-        if case["category"] == "incident" else [],
+        "subject": ctx.message.subject, "missing": [f.nb for f in missing],
     }  # fmt: skip
     rendered = runtime.templates.render(service.language, "staff", "notify", context)
     mail = Outgoing(

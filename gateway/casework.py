@@ -171,8 +171,9 @@ def open_case(
         record(conn, linked, "gateway", "follow-up-case", f"case {case_id}", "reply to a closed case")
     case = _case(conn, case_id)
     asked: list[Field] = []
+    lacking: list[Field] | None = None  # what the agent notice lists; worked out there when unknown
     if d.ask_missing and d.category == "incident":
-        asked = case_fields.first_questions(conn, case_id, _evidence(ctx))
+        asked = lacking = case_fields.first_questions(conn, case_id, _evidence(ctx))
     language = language_for(runtime, ctx)
     context = template_context(runtime, ctx, case) | {
         "missing": [getattr(f, "en" if language == "en" else "nb") for f in asked]
@@ -192,7 +193,7 @@ def open_case(
     for target in d.notify:
         _notify(runtime, conn, ctx, case, target)
     if sender.kind != "agent":
-        agents.notify(runtime, conn, case_id, "new-case", ctx)
+        agents.notify(runtime, conn, case_id, "new-case", ctx, lacking)
     return Result("opened", rules_why, case_id, ctx.message.message_id, sent)
 
 

@@ -64,6 +64,16 @@ def test_other_patterns_are_compiled_as_before() -> None:
     assert shim.escape is re.escape
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["a\r\n", "a\n", "a\r", "\r\n", "\n", "\r", "", "ab", "a\n\n", "a\r\r\n", "a\n\r", "x" * 5000 + "\r\n"],
+)
+def test_line_end_equals_the_regex(text: str) -> None:
+    real = re.compile(r"(\r\n|\r|\n)\Z").search(text)
+    got = boundaries.LineEnd().search(text)
+    assert (real and (real.span(), real.group(0))) == (got and (got.span(), got.group(0)))
+
+
 def _shape(msg: Message) -> list[Any]:
     """Everything the parse produced that the pipeline can see, part by part."""
     shape: list[Any] = []
@@ -110,3 +120,4 @@ def test_installed_by_the_parser_module() -> None:
     import gateway.message  # noqa: F401
 
     assert isinstance(email.feedparser.re, boundaries._FeedParserRe)
+    assert isinstance(email.feedparser.NLCRE_eol, boundaries.LineEnd)

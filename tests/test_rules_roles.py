@@ -268,6 +268,10 @@ def test_first_questions_equal_what_the_stored_case_lacks(rt: Runtime, text: str
     general = [f.key for f in case_fields.still_missing(rt.store.conn, result.case_id)]
     assert sorted(r["field"] for r in rows) == sorted(general)
     assert general  # every text above leaves something to ask
+    (notice_row,) = rt.store.query("SELECT raw FROM outbox WHERE kind = 'agent-notify'")
+    notice = _body(notice_row)
+    labels = [f.nb for f in case_fields.still_missing(rt.store.conn, result.case_id)]
+    assert "Mangler før eskalering: " + ", ".join(labels) in notice.replace("\n", " ")
 
 
 @freeze_time(OPEN)
