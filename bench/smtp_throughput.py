@@ -44,6 +44,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import reference
 import snapshot
 from mailmix import REPO, SERVICE_ADDRESS, contact_senders, generate
 
@@ -785,6 +786,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         source = REPO
         results["code"] = snapshot.describe_worktree()
+    if args.reference:
+        print("measuring the issue's yardstick (do-nothing aiosmtpd sink) ...", flush=True)
+        results["reference"] = {"sink_msgs_per_s_before": round(reference.sink_rate(), 1)}
     relay = Relay(args.relay).start()
     gateway: Gateway | None = None
     tree: ProcessTree | None = None
@@ -981,6 +985,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def scale(results: dict[str, Any], after: float) -> None:
+    """The end-to-end figure in the issue's units: as if the sink ran at the issue's 1,600 msg/s."""
+    ref = results["reference"]
+    ref["sink_msgs_per_s_after"] = round(after, 1)
+    ref["sink_msgs_per_s"] = round((ref["sink_msgs_per_s_before"] + after) / 2, 1)
+    ref["issue_sink_msgs_per_s"] = reference.ISSUE_SINK_MSGS_PER_S
+    e2e = results.get("e2e_msgs_per_s")
+    ref["e2e_scaled_msgs_per_s"] = (
+        round(e2e * reference.ISSUE_SINK_MSGS_PER_S / ref["sink_msgs_per_s"], 1) if e2e else None
+    )
+
+
 def summary(r: dict[str, Any]) -> str:
     lat = r["latency_ms"]
     gw = r["gateway"]
@@ -1029,6 +1045,17 @@ def summary(r: dict[str, Any]) -> str:
         lines.append(f"  check {'ok  ' if passed else 'FAIL'}          {name}")
     verdict = "meets" if e2e is not None and e2e >= r["target_msgs_per_s"] else "BELOW"
     lines.append(f"  target              {verdict} the {r['target_msgs_per_s']} msg/s end-to-end target")
+    if r.get("reference"):
+        ref = r["reference"]
+        scaled = ref["e2e_scaled_msgs_per_s"]
+        lines.append(
+            f"  yardstick           do-nothing aiosmtpd sink, one connection: {ref['sink_msgs_per_s_before']}"
+            f" msg/s before, {ref['sink_msgs_per_s_after']} after (the issue's machine: ~"
+            f"{ref['issue_sink_msgs_per_s']:.0f})"
+        )
+        if scaled is not None:
+            verdict = "meets" if scaled >= r["target_msgs_per_s"] else "BELOW"
+            lines.append(f"  scaled to it        {scaled:>8.1f} msg/s end to end: {verdict} the target")
     lines.append(
         f"  wall time           {r['wall_seconds']} s; load average {r['host']['loadavg_at_start']} at start,"
         f" {r['loadavg_at_end']} at end ({r['host']['cpus']} CPUs)"
@@ -1064,6 +1091,12 @@ def main() -> int:
         help="the loopback relay: a minimal asyncio SMTP sink standing in for a C MTA (default), or"
         " aiosmtpd, whose CPU per mail is counted against the same 2 cores",
     )
+    parser.add_argument(
+        "--no-reference",
+        dest="reference",
+        action="store_false",
+        help="skip measuring the do-nothing sink before and after (see reference.py)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="seed for the message mix")
     parser.add_argument("--workdir", help="parent of the temp dir (default: the system temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (DB, gateway.log)")
@@ -1081,6 +1114,8 @@ def main() -> int:
     except (RuntimeError, TimeoutError, subprocess.CalledProcessError) as exc:
         print(f"benchmark could not run: {exc}", file=sys.stderr)
         return 2
+    if args.reference:
+        scale(results, reference.sink_rate())
     print(summary(results))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

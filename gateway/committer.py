@@ -6,13 +6,14 @@ import contextlib
 import hashlib
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from gateway import child as child_process
 from gateway import logs
@@ -30,6 +31,8 @@ Done = Callable[["list[Result] | BaseException"], None]
 SOLO_SECONDS = 60.0
 # A message that kills the worker this many times on its own is quarantined by the parent.
 CRASHES_BEFORE_QUARANTINE = 2
+# The most messages the worker joins into one transaction from frames already waiting.
+JOIN_LIMIT = 64
 
 
 class WorkerCrashed(Exception):
@@ -81,7 +84,7 @@ class Committer:
             self.pending.append((items, done))
             # A dead child's pipe raises here; its reader sees end-of-file and fails this batch too.
             with contextlib.suppress(OSError):
-                child_process.write_frame(child.stdin, items)
+                child_process.write_frame(child.stdin, (items, self.solo))
 
     def _read(self, child: subprocess.Popen[bytes]) -> None:
         assert child.stdout is not None
@@ -144,6 +147,46 @@ class Committer:
             log.error("intake worker did not stop within %.0f s; killed it", timeout)
 
 
+def _batches(fd: int) -> Iterator[list[tuple[list[Item], bool]]]:
+    """Frames from the parent, joined while more are already waiting in the pipe.
+
+    The parent keeps two batches in flight, so the second often waits behind the first: one
+    transaction for both is one fsync instead of two. A frame sent while the parent is in solo
+    mode (after a worker death) is never joined, so a poison message dies alone.
+    """
+    waiting: tuple[list[Item], bool] | None = None
+    while True:
+        try:
+            first = waiting or child_process.read_frame(fd)
+        except EOFError:
+            return
+        waiting, group = None, [first]
+        size, solo = len(first[0]), first[1]
+        while not solo and size < JOIN_LIMIT and select.select([fd], [], [], 0)[0]:
+            try:
+                frame = child_process.read_frame(fd)
+            except EOFError:
+                break  # the parent is stopping; what we hold is still answered
+            if frame[1]:
+                waiting = frame
+                break
+            group.append(frame)
+            size += len(frame[0])
+        yield group
+
+
+def _replies(sizes: list[int], outcome: list[Result] | tuple[str, str]) -> list[tuple[str, object]]:
+    """One reply per frame, in order, as the parent expects: its share of the results, or the failure."""
+    if isinstance(outcome, tuple):
+        return [outcome] * len(sizes)
+    replies: list[tuple[str, object]] = []
+    start = 0
+    for size in sizes:
+        replies.append(("ok", outcome[start : start + size]))
+        start += size
+    return replies
+
+
 def main() -> int:
     config = child_process.start_child()
     logs.setup(config.log)
@@ -156,22 +199,22 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     runtime = Runtime(config)
     try:
-        while True:
-            try:
-                items = child_process.read_frame(sys.stdin.fileno())
-            except EOFError:
-                return 0
+        for group in _batches(sys.stdin.fileno()):
             try:
                 with runtime.lock:
-                    reply: tuple[str, object] = ("ok", process_batch(runtime, items))
+                    outcome: list[Result] | tuple[str, str] = process_batch(
+                        runtime, [item for batch, _ in group for item in batch]
+                    )
             except StorageUnavailable as exc:
-                reply = ("unavailable", str(exc))
+                outcome = ("unavailable", str(exc))
             except Exception as exc:  # reported to the parent, which answers 451
                 log.exception("intake worker: batch failed")
-                reply = ("error", f"{type(exc).__name__}: {exc}")
-            child_process.write_frame(frames, reply)
+                outcome = ("error", f"{type(exc).__name__}: {exc}")
+            for reply in _replies([len(batch) for batch, _ in group], outcome):
+                child_process.write_frame(frames, reply)
     finally:
         runtime.close()
+    return 0
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from gateway import committer
+from gateway.child import write_frame
 from gateway.config import Config
+from gateway.pipeline import Item, Result
 from gateway.server import Server
 from tests.faults import Serve
 from tests.support import RecordingRelay, mail, smtp_send, wait_for, write_config
@@ -143,3 +146,43 @@ def test_serve_stops_its_workers_on_sigterm(tmp_path: Path, relay: RecordingRela
     serve.proc.send_signal(signal.SIGTERM)
     assert serve.wait() == 0
     assert not any(_alive(pid) for pid in workers)
+
+
+def _pipe_with(frames: list[tuple[list[Item], bool]]) -> int:
+    read_end, write_end = os.pipe()
+    with os.fdopen(write_end, "wb") as stream:
+        for frame in frames:
+            write_frame(stream, frame)
+    return read_end
+
+
+def _item(n: int) -> Item:
+    return (f"raw {n}".encode(), "smtp", None)
+
+
+def test_frames_waiting_together_are_joined_but_never_a_solo_one() -> None:
+    """Batches already in the pipe share one transaction; after a worker death each stays alone."""
+    a, b, c, d, e = ([_item(n)] for n in range(5))
+    fd = _pipe_with([(a, False), (b, False), (c, True), (d, False), (e, False)])
+    try:
+        groups = [[items for items, _ in group] for group in committer._batches(fd)]
+    finally:
+        os.close(fd)
+    assert groups == [[a, b], [c], [d, e]]
+
+
+def test_joining_stops_at_the_limit() -> None:
+    big = [_item(n) for n in range(committer.JOIN_LIMIT)]
+    fd = _pipe_with([(big, False), ([_item(99)], False)])
+    try:
+        groups = [len(group) for group in committer._batches(fd)]
+    finally:
+        os.close(fd)
+    assert groups == [1, 1]
+
+
+def test_each_frame_gets_its_own_share_of_the_results() -> None:
+    results = [Result("opened", str(n)) for n in range(5)]
+    replies = committer._replies([2, 1, 2], results)
+    assert replies == [("ok", results[0:2]), ("ok", results[2:3]), ("ok", results[3:5])]
+    assert committer._replies([2, 1], ("unavailable", "disk full")) == [("unavailable", "disk full")] * 2
