@@ -647,6 +647,13 @@ def preload(db: Path, cases: int, env: dict[str, str], registry: Path, seed: int
         outbox_rows,
     )
     conn.executemany("INSERT INTO auto_replies (recipient, at) VALUES (?, ?)", auto_rows)
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'search_progress'").fetchone():
+        # Since m008 the search index is filled in batches: index what was stored, as the gateway would.
+        conn.execute(
+            "INSERT INTO messages_fts (rowid, subject, body) SELECT id, subject, body FROM messages"
+            " WHERE id > (SELECT indexed_upto FROM search_progress)"
+        )
+        conn.execute("UPDATE search_progress SET indexed_upto = (SELECT max(id) FROM messages)")
     conn.execute("COMMIT")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.execute("ANALYZE")

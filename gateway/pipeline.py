@@ -7,7 +7,7 @@ import sqlite3
 import traceback
 from dataclasses import dataclass, field
 
-from gateway import agents, casework, change_notices, clock, confirmations, logs, loops, monitoring
+from gateway import agents, casework, change_notices, clock, confirmations, logs, loops, monitoring, search
 from gateway.auth import Verdict, authenticate
 from gateway.crashpoints import crashpoint
 from gateway.message import InboundMessage, parse
@@ -80,6 +80,7 @@ def process_batch(runtime: Runtime, items: list[Item]) -> list[Result]:
                 _commit_guarded(runtime, conn, ready, raw, source)
                 for ready, (raw, source, _) in zip(prepared, items, strict=True)
             ]
+            search.index_backlog(conn, search.INTAKE_BACKLOG)
     except (sqlite3.Error, OSError) as exc:
         raise StorageUnavailable(str(exc)) from exc
     crashpoint("after-commit")

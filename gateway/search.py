@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
+import sqlite3
 import sys
 from datetime import datetime
 from typing import Any
@@ -12,7 +14,9 @@ from zoneinfo import ZoneInfo
 
 from gateway import clock
 from gateway.config import Config
-from gateway.store import Store
+from gateway.store import StorageUnavailable, Store
+
+log = logging.getLogger("gateway.search")
 
 EX_USAGE = 64
 
@@ -21,6 +25,39 @@ def fts_query(text: str) -> str:
     """Every word must occur, whole or as a word's start ("nett" finds "nettet"); no FTS syntax leaks in."""
     words = re.findall(r"\w+", text)
     return " ".join(f'"{word}"*' for word in words)
+
+
+# Rows the intake lets wait before it indexes them in one statement (see schema m008).
+INTAKE_BACKLOG = 256
+# The most rows one call indexes, so one transaction never holds the write lock for long.
+MOST_AT_ONCE = 5000
+
+
+def index_backlog(conn: sqlite3.Connection, at_least: int = 1) -> int:
+    """Index the messages above the watermark, when there are `at_least` of them; how many."""
+    (upto,) = conn.execute("SELECT indexed_upto FROM search_progress").fetchone()
+    (top,) = conn.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()
+    if top - upto < at_least:
+        return 0
+    top = min(top, upto + MOST_AT_ONCE)
+    cursor = conn.execute(
+        "INSERT INTO messages_fts (rowid, subject, body) SELECT id, subject, body FROM messages"
+        " WHERE id > ? AND id <= ?",
+        (upto, top),
+    )
+    conn.execute("UPDATE search_progress SET indexed_upto = ?", (top,))
+    return max(cursor.rowcount, 0)
+
+
+def catch_up(store: Store) -> None:
+    """Index everything not yet indexed, so a search sees every stored message."""
+    try:
+        while True:
+            with store.write() as conn:
+                if index_backlog(conn) == 0:
+                    return
+    except StorageUnavailable as exc:  # a read-only or busy store still searches what is indexed
+        log.warning("search index not brought up to date: %s", exc)
 
 
 def search_cases(
@@ -32,6 +69,7 @@ def search_cases(
     limit: int = 50,
 ) -> list[dict[str, Any]]:
     """Cases whose messages match `text`, best match first, with the best message's snippet."""
+    catch_up(store)
     where = ["messages_fts MATCH :query"]
     params: dict[str, Any] = {"query": fts_query(text)}
     for column, value in (("c.organization", organization), ("c.status", status)):

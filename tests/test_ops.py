@@ -18,7 +18,7 @@ from freezegun import freeze_time
 from gateway import clock
 from gateway.cli import main
 from gateway.config import Config, load_config
-from gateway.pipeline import process
+from gateway.pipeline import process, process_batch
 from gateway.runtime import Runtime
 from gateway.search import search_cases
 from tests.support import REPO, RecordingRelay, free_port, mail, smtp_send, wait_for, write_config
@@ -214,6 +214,53 @@ def test_purge_dry_run_lists_and_purge_removes(
     assert {r["case_id"] for r in records} == {closed.case_id, None}
     assert main(["--config", str(config_path), "purge", "--dry-run"]) == 0
     assert "would purge 0 messages" in capsys.readouterr().out
+
+
+def _delete_messages(conn: sqlite3.Connection, case_id: int | None) -> None:
+    conn.execute("DELETE FROM events WHERE message IN (SELECT id FROM messages WHERE case_id = ?)", (case_id,))
+    conn.execute("DELETE FROM messages WHERE case_id = ?", (case_id,))
+
+
+def test_search_index_follows_in_batches_and_stays_exact(runtime: Runtime) -> None:
+    """Mail is indexed behind a watermark; edits and deletes before and after it keep the index exact."""
+    from gateway import search
+
+    store = runtime.store
+    first = process(runtime, mail(subject="Ruteren i gymsalen", body="Ruteren blinker rødt.\n"), "smtp")
+    second = process(runtime, mail(subject="Skriveren på biblioteket", body="Papirstopp igjen.\n"), "smtp")
+    upto = store.one("SELECT indexed_upto FROM search_progress")["indexed_upto"]
+    assert upto == 0  # below the intake's batch size nothing is indexed yet ...
+    with store.write() as conn:  # ... and an edit must not touch the index (FTS5 would call it corrupt)
+        conn.execute("UPDATE messages SET body = 'Papirstopp.' WHERE case_id = ?", (second.case_id,))
+    assert [c["id"] for c in search_cases(store, "gymsalen")] == [first.case_id]  # ... but search catches up
+    assert store.one("SELECT indexed_upto FROM search_progress")["indexed_upto"] >= 2
+    third = process(runtime, mail(subject="Trådløst på lærerrommet", body="Eduroam faller ut.\n"), "smtp")
+    with store.write() as conn:
+        # An indexed row edited and one deleted; an unindexed row edited and one deleted.
+        conn.execute("UPDATE messages SET body = 'Ruteren er byttet.' WHERE case_id = ?", (first.case_id,))
+        _delete_messages(conn, second.case_id)
+        conn.execute("UPDATE messages SET subject = 'Trådløst i kantina' WHERE case_id = ?", (third.case_id,))
+        conn.execute("UPDATE messages SET disposition = disposition")  # touches no indexed column
+    fourth = process(runtime, mail(subject="Svitsjen i kjelleren", body="Svitsjen er død.\n"), "smtp")
+    with store.write() as conn:
+        _delete_messages(conn, fourth.case_id)
+    assert search_cases(store, "blinker") == [] and [c["id"] for c in search_cases(store, "byttet")] == [
+        first.case_id
+    ]
+    assert search_cases(store, "papirstopp") == [] and search_cases(store, "svitsjen") == []
+    assert search_cases(store, "lærerrommet") == [] and [c["id"] for c in search_cases(store, "kantina")] == [
+        third.case_id
+    ]
+    with store.write() as conn:
+        # rank 1: compare the index with the messages table itself; raises when they differ.
+        conn.execute("INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 1)")
+    hits = store.query("SELECT rowid FROM messages_fts WHERE messages_fts MATCH 'kantina OR byttet'")
+    assert len(hits) == 2  # each edited message once: no row indexed twice
+    # The intake indexes on its own once INTAKE_BACKLOG rows wait.
+    items = [(mail(subject=f"Sak {n}", body="Tekst.\n"), "smtp", None) for n in range(search.INTAKE_BACKLOG)]
+    process_batch(runtime, items)
+    upto = store.one("SELECT indexed_upto FROM search_progress")["indexed_upto"]
+    assert upto == store.one("SELECT max(id) AS n FROM messages")["n"]
 
 
 def test_search_finds_norwegian_words_and_filters_by_organisation(
