@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -143,6 +144,42 @@ class _Job:
 MAX_BATCH = 64
 
 
+# A plain <local@domain> path, as nearly every MTA sends it: dot-atoms only, no quoting, no comments.
+_PLAIN_PATH = re.compile(
+    r"<([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(.*)",
+    re.S,
+)
+
+
+class IntakeSMTP(SMTP):
+    """aiosmtpd's session, with a fast path for the MAIL FROM and RCPT TO paths of ordinary mail.
+
+    aiosmtpd parses every path with the email package's header parser and defines a typing
+    Protocol class on each call: about a tenth of the listener's CPU. A plain path gives the
+    same answer from one regex; anything else (quoted local parts, comments, <>, address
+    literals, leading spaces) still goes to aiosmtpd (tests/test_intake_details.py compares them).
+    """
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        plain = _PLAIN_PATH.fullmatch(arg)
+        if plain is None:
+            return super()._getaddr(arg)
+        # The header parser also drops the blanks after ">", and a comment there, left to it.
+        rest = plain.group(2).lstrip(" \t")
+        if rest.startswith("("):
+            return super()._getaddr(arg)
+        address = plain.group(1)
+        if self.local_part_limit and len(address.rpartition("@")[0]) > self.local_part_limit:
+            return None, None
+        return address, rest
+
+
+class _Controller(Controller):
+    def factory(self) -> SMTP:
+        return IntakeSMTP(self.handler, **self.SMTP_kwargs)
+
+
 class Listener:
     """The SMTP listener, running its own event loop in a thread."""
 
@@ -156,7 +193,7 @@ class Listener:
         settings = runtime.config.smtp
         self.committer = Committer(runtime) if settings.intake_process else None
         self.handler = IntakeHandler(runtime, on_stored, self.committer)
-        self.controller = Controller(
+        self.controller = _Controller(
             self.handler,
             hostname=host or settings.host,
             port=settings.port if port is None else port,

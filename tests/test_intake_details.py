@@ -152,3 +152,45 @@ def test_rules_explain_stores_and_sends_nothing(
     runtime.close()
     assert cli.main(["--config", str(config_path), "rules", "check"]) == 0
     assert "change-order-not-technical" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        "<kari@nordby-skole.example>",
+        "<kari@nordby-skole.example> SIZE=1234 BODY=8BITMIME",
+        "<KARI.Nordmann+sak@Nordby-Skole.Example>",
+        "<kari@x>",
+        "<kari@-x.example>",
+        "<a@b> extra <c@d>",
+        "<kari@x.example>>",
+        "<>",
+        "",
+        " <kari@x.example>",
+        "kari@x.example",
+        '<"kari nordmann"@x.example>',
+        "<kari@[192.0.2.1]>",
+        "<kari(kommentar)@x.example>",
+        "<kari@x.example",
+        "<@relay.example:kari@x.example>",
+        "<kari..n@x.example>",
+        "<.kari@x.example>",
+        "<kåri@bø.example>",
+        "<kari@x.example>\tSIZE=1",
+        "<kari@x.example>SIZE=1",
+        "<kari@x.example> (kommentar) SIZE=1",
+        "<kari@x.example> SIZE=1 (kommentar)",
+        '<kari@x.example> "q" SIZE',
+        "<kari@x.example>\x0bSIZE=1",
+    ],
+)
+def test_plain_smtp_paths_parse_as_aiosmtpd_parses_them(arg: str) -> None:
+    """The listener's fast path for MAIL FROM/RCPT TO answers exactly what aiosmtpd's parser does."""
+    from aiosmtpd.smtp import SMTP
+
+    from gateway.smtp import IntakeSMTP
+
+    ours, theirs = IntakeSMTP(object()), SMTP(object())
+    assert ours._getaddr(arg) == theirs._getaddr(arg)
+    ours.local_part_limit = theirs.local_part_limit = 3
+    assert ours._getaddr(arg) == theirs._getaddr(arg)
