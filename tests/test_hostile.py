@@ -263,3 +263,24 @@ def test_memory_stays_flat_over_two_thousand_messages(runtime: Runtime) -> None:
     assert growth < 16 * 2**20, f"resident memory grew {growth / 2**20:.1f} MB over the second thousand"
     assert outcomes == {"opened", "appended", "held", "ignored", "refused", "quarantined"}
     assert half_stored(runtime.store.conn) == []
+
+
+def test_structure_scan_finds_what_a_line_anchored_scan_finds() -> None:
+    """The pre-scan jumps between newlines; it must see the same headers and delimiters as ^ under re.M."""
+    import re
+
+    from tests.corpus import corpus_files
+
+    anchored = re.compile(
+        rb"^content-type[ \t]*:(?P<ctype>.*(?:\r?\n[ \t].*)*)|^--(?P<delim>.*?)\r?$", re.I | re.M
+    )
+    samples = [p.read_bytes() for p in corpus_files()] + [
+        b"Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\n\r\nx\r\n--a--\r\n",
+        b"--a\nContent-type :\n text/plain\n--a--",
+        b"",
+        b"\n\n--\n",
+    ]
+    for raw in samples:
+        expected = [(m.group("ctype"), m.group("delim")) for m in anchored.finditer(raw)]
+        found = [(m.group("ctype"), m.group("delim")) for m in limits._STRUCTURE.finditer(b"\n" + raw)]
+        assert found == expected
