@@ -21,19 +21,31 @@ _LAST_LINE_END = re.compile(_LINE_END)
 
 
 class BoundaryMatch:
-    """The groups the feed parser reads from a boundary match, with the same values."""
+    """The groups the feed parser reads from a boundary match, with the regex's values.
 
-    __slots__ = ("_rest", "_separator")
+    Anything else a later feedparser might ask of a match (span, groupdict, ...) is answered by
+    the real regex, compiled on that first use, so a change there costs speed, never mail.
+    """
 
-    def __init__(self, separator: str, rest: re.Match[str]) -> None:
-        self._separator, self._rest = separator, rest
+    __slots__ = ("_line", "_pattern", "_rest", "_separator")
+    _GROUPS = ("sep", "end", "ws", "linesep")
+
+    def __init__(self, pattern: str, separator: str, line: str, rest: re.Match[str]) -> None:
+        self._pattern, self._separator, self._line, self._rest = pattern, separator, line, rest
 
     def group(self, name: int | str = 0) -> str | Any:
+        if isinstance(name, int) and 0 < name <= len(self._GROUPS):
+            name = self._GROUPS[name - 1]
         if name == 0:
             return self._separator + self._rest.group(0)
         if name == "sep":
             return self._separator
         return self._rest.group(name)
+
+    def __getattr__(self, name: str) -> Any:
+        real = re.match(self._pattern, self._line)
+        assert real is not None  # the same pattern matched this line
+        return getattr(real, name)
 
 
 class BoundaryPattern:
@@ -48,7 +60,7 @@ class BoundaryPattern:
         if not line.startswith(self.separator):
             return None
         rest = _AFTER.match(line, len(self.separator))
-        return BoundaryMatch(self.separator, rest) if rest else None
+        return BoundaryMatch(self.pattern, self.separator, line, rest) if rest else None
 
 
 def boundary_separator(pattern: str) -> str | None:

@@ -52,7 +52,8 @@ class Committer:
     def __init__(self, runtime: Runtime, depth: int = 2) -> None:
         self.runtime = runtime
         self.child: subprocess.Popen[bytes] | None = None
-        self.pending: deque[tuple[list[Item], Done]] = deque()
+        # Batches sent and not answered, oldest first, with whether each went in solo mode.
+        self.pending: deque[tuple[list[Item], Done, bool]] = deque()
         self.slots = threading.Semaphore(depth)
         self.lock = threading.Lock()  # guards child and pending
         self.stopping = False
@@ -81,10 +82,11 @@ class Committer:
         with self.lock:
             child = self._ensure_child()
             assert child.stdin is not None
-            self.pending.append((items, done))
+            solo = self.solo
+            self.pending.append((items, done, solo))
             # A dead child's pipe raises here; its reader sees end-of-file and fails this batch too.
             with contextlib.suppress(OSError):
-                child_process.write_frame(child.stdin, (items, self.solo))
+                child_process.write_frame(child.stdin, (items, solo))
 
     def _read(self, child: subprocess.Popen[bytes]) -> None:
         assert child.stdout is not None
@@ -97,7 +99,7 @@ class Committer:
                     self._died(child, exc)
                 return
             with self.lock:
-                _, done = self.pending.popleft()
+                _, done, _ = self.pending.popleft()
             self.slots.release()
             if status == "ok":
                 done(list(value))
@@ -116,18 +118,21 @@ class Committer:
             child.kill()
         status = child.wait()
         self.solo_until = time.monotonic() + SOLO_SECONDS
-        held = sum(len(items) for items, _ in failed)
+        held = sum(len(items) for items, _, _ in failed)
         log.error("intake worker died (status %s, %s) with %d message(s) in hand", status, exc, held)
-        for items, done in failed:
+        for position, (items, done, solo) in enumerate(failed):
             self.slots.release()
+            # Only the oldest batch was being worked on. It was the worker's only message when it
+            # holds one and was sent in solo mode (never joined) or nothing else was in flight.
+            alone = position == 0 and len(items) == 1 and (solo or len(failed) == 1)
             try:
-                done(self._after_crash(items))
+                done(self._after_crash(items, alone))
             except Exception as error:  # StorageUnavailable, or the quarantine could not be written
                 done(error)
 
-    def _after_crash(self, items: list[Item]) -> list[Result]:
-        """A message alone in its batch that keeps killing the worker is quarantined, whole."""
-        if len(items) == 1:
+    def _after_crash(self, items: list[Item], alone: bool) -> list[Result]:
+        """A message that keeps killing the worker while it is the worker's only one is quarantined."""
+        if alone:
             raw, source, _ = items[0]
             key = hashlib.sha256(raw).hexdigest()
             self.crashes[key] += 1

@@ -10,19 +10,26 @@ import re
 # A pattern may run on lower-cased text only when everything it matches literally is already
 # lower case; escapes are allowed where they name a class (\d \w \s \b ...), escape punctuation
 # or refer back to a group. \x41, \N{...} or an upper-case letter keep the pattern on re.I.
-_ESCAPE = re.compile(r"\\(.)", re.S)
+_ESCAPE = re.compile(r"\\(\d+|.)", re.S)
 _CLASS_ESCAPES = frozenset("dDsSwWbBAZ")
+# An inline group that turns a flag off, such as (?-i:...) or (?s-i:...): a case-sensitive stretch.
+_FLAG_OFF = re.compile(r"\(\?[a-zA-Z]*-")
 
 
 def foldable(source: str) -> bool:
     """True when `source` searched in text.lower() finds what it finds in text under re.I."""
-    if "(?-i" in source:
+    if _FLAG_OFF.search(source):
         return False  # a case-sensitive stretch cannot be told apart once the text is folded
     for found in _ESCAPE.finditer(source):
-        char = found.group(1)
-        if char.isalnum() and char not in _CLASS_ESCAPES and not ("1" <= char <= "9"):
+        escaped = found.group(1)
+        if escaped.isdigit():
+            # \1 to \9 refer back to a group; \0, \101 and the like are octal characters.
+            if len(escaped) > 1 or escaped == "0":
+                return False
+        elif escaped.isalnum() and escaped not in _CLASS_ESCAPES:
             return False
-    return _ESCAPE.sub("", source) == _ESCAPE.sub("", source).lower()
+    plain = _ESCAPE.sub("", source)
+    return plain == plain.lower()
 
 
 def compile_folded(source: str, flags: int = 0) -> tuple[re.Pattern[str], bool]:

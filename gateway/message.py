@@ -31,8 +31,6 @@ _TAGS = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.S | re.I)
 # Charsets Norwegian mail arrives in when the label is missing or wrong, best guess first.
 _FALLBACK_CHARSETS = ("utf-8", "cp1252", "iso-8859-15", "iso-8859-1")
 
-boundaries.install()
-
 
 @dataclass
 class InboundMessage:
@@ -259,6 +257,7 @@ def _clean_view(msg: Message) -> tuple[str, list[str]] | None:
 
 
 def _parse(raw: bytes, envelope_from: str | None) -> InboundMessage:
+    boundaries.install()  # once per process in effect: later calls find it in place
     # A UTF-8 byte-order mark before the first header hides every header from the parser;
     # the raw bytes are still kept exactly as they came.
     msg = email.message_from_bytes(raw[len(_BOM) :] if raw.startswith(_BOM) else raw, policy=compat32)

@@ -165,8 +165,10 @@ class IntakeSMTP(SMTP):
         plain = _PLAIN_PATH.fullmatch(arg)
         if plain is None:
             return super()._getaddr(arg)
-        # The header parser also drops the blanks after ">", and a comment there, left to it.
-        rest = plain.group(2).lstrip(" \t")
+        # After ">" the header parser drops a run of white space that starts with a blank, and
+        # a comment there (left to it).
+        rest = plain.group(2)
+        rest = rest.lstrip() if rest[:1] in (" ", "\t") else rest
         if rest.startswith("("):
             return super()._getaddr(arg)
         address = plain.group(1)

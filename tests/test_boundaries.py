@@ -48,8 +48,9 @@ def test_match_groups_equal_the_regex(boundary: str) -> None:
         expected, got = real.match(line), shim.match(line)
         assert (expected is None) == (got is None), line
         if expected and got:
-            for group in (0, "sep", "end", "ws", "linesep"):
+            for group in (0, 1, 2, 3, 4, "sep", "end", "ws", "linesep"):
                 assert got.group(group) == expected.group(group), (line, group)
+            assert got.span() == expected.span() and got.groupdict() == expected.groupdict()
 
 
 def test_other_patterns_are_compiled_as_before() -> None:
@@ -116,8 +117,10 @@ def test_corpus_and_mix_parse_identically() -> None:
     assert multipart >= 50  # the comparison covered real multipart structure, not only flat mail
 
 
-def test_installed_by_the_parser_module() -> None:
-    import gateway.message  # noqa: F401
+def test_installed_by_the_parser() -> None:
+    from gateway.message import parse
 
+    boundaries.uninstall()
+    parse(b"From: kari@nordby-skole.example\r\n\r\nHei\r\n")
     assert isinstance(email.feedparser.re, boundaries._FeedParserRe)
     assert isinstance(email.feedparser.NLCRE_eol, boundaries.LineEnd)

@@ -32,6 +32,11 @@ TEXTS = [
         (r"\x41", False),  # a hex escape can name an upper-case letter
         (r"\N{LATIN SMALL LETTER A}", False),
         (r"(?-i:abc)", False),  # case-sensitive on purpose
+        (r"(?s-i:ok)", False),
+        (r"(?m-i:ok)", False),
+        (r"\101", False),  # octal for "A", not a back-reference
+        (r"\0", False),
+        (r"(a)(b)\2\d", True),
         (r"\u00c6", False),
     ],
 )

@@ -182,6 +182,8 @@ def test_rules_explain_stores_and_sends_nothing(
         "<kari@x.example> SIZE=1 (kommentar)",
         '<kari@x.example> "q" SIZE',
         "<kari@x.example>\x0bSIZE=1",
+        "<kari@x.example> \x0b(kommentar) SIZE=1",
+        "<kari@x.example> \t \x0c SIZE=1",
     ],
 )
 def test_plain_smtp_paths_parse_as_aiosmtpd_parses_them(arg: str) -> None:

@@ -217,7 +217,9 @@ def test_purge_dry_run_lists_and_purge_removes(
 
 
 def _delete_messages(conn: sqlite3.Connection, case_id: int | None) -> None:
-    conn.execute("DELETE FROM events WHERE message IN (SELECT id FROM messages WHERE case_id = ?)", (case_id,))
+    conn.execute(
+        "DELETE FROM events WHERE message IN (SELECT id FROM messages WHERE case_id = ?)", (case_id,)
+    )
     conn.execute("DELETE FROM messages WHERE case_id = ?", (case_id,))
 
 
@@ -300,3 +302,20 @@ def test_search_finds_norwegian_words_and_filters_by_organisation(
     assert [c["id"] for c in found] == [fjellvik.case_id] and "[Strømbrudd]" in found[0]["snippet"]
     assert main([*args[:-1], "--since", "2999-01-01"]) == 0
     assert capsys.readouterr().out == ""
+
+
+def test_search_catches_up_across_deleted_ids_in_small_steps(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Catch-up goes on until the mark reaches the newest message, even over a step with no rows left."""
+    from gateway import search
+
+    monkeypatch.setattr(search, "MOST_AT_ONCE", 1)
+    cases = [
+        process(runtime, mail(subject=f"Ruter {n}", body="Ruteren i gymsalen.\n"), "smtp") for n in range(3)
+    ]
+    with runtime.store.write() as conn:
+        _delete_messages(conn, cases[1].case_id)  # the middle id: a step that indexes nothing
+    assert {c["id"] for c in search_cases(runtime.store, "gymsalen")} == {cases[0].case_id, cases[2].case_id}
+    top = runtime.store.one("SELECT max(id) AS n FROM messages")["n"]
+    assert runtime.store.one("SELECT indexed_upto FROM search_progress")["indexed_upto"] == top

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import sqlite3
@@ -12,6 +13,7 @@ from gateway import committer
 from gateway.child import write_frame
 from gateway.config import Config
 from gateway.pipeline import Item, Result
+from gateway.runtime import Runtime
 from gateway.server import Server
 from tests.faults import Serve
 from tests.support import RecordingRelay, mail, smtp_send, wait_for, write_config
@@ -186,3 +188,32 @@ def test_each_frame_gets_its_own_share_of_the_results() -> None:
     replies = committer._replies([2, 1, 2], results)
     assert replies == [("ok", results[0:2]), ("ok", results[2:3]), ("ok", results[3:5])]
     assert committer._replies([2, 1], ("unavailable", "disk full")) == [("unavailable", "disk full")] * 2
+
+
+def test_a_death_counts_only_against_a_message_the_worker_held_alone(runtime: Runtime) -> None:
+    """Joined batches share a transaction, so a death is held against a message only when it was alone."""
+    import subprocess
+    import sys
+
+    from gateway.store import StorageUnavailable
+
+    def die_with(pending: list[tuple[list[Item], bool]]) -> list[object]:
+        worker = committer.Committer(runtime)
+        outcomes: list[object] = []
+        for items, solo in pending:
+            worker.slots.acquire()
+            worker.pending.append((items, outcomes.append, solo))
+        child = subprocess.Popen([sys.executable, "-c", "pass"], stdin=subprocess.PIPE)
+        worker.child = child
+        worker._died(child, EOFError("gone"))
+        assert child.stdin is not None
+        child.stdin.close()
+        return [worker.crashes[hashlib.sha256(items[0][0]).hexdigest()] for items, _ in pending] + outcomes
+
+    a, b = [_item(1)], [_item(2)]
+    # Two one-message batches in flight, not solo: the child may have joined them; no one is blamed.
+    counts_and_outcomes = die_with([(a, False), (b, False)])
+    assert counts_and_outcomes[:2] == [0, 0]
+    assert all(isinstance(o, StorageUnavailable) for o in counts_and_outcomes[2:])
+    assert die_with([(a, False)])[0] == 1  # nothing else in flight: it was alone
+    assert die_with([(a, True), (b, True)])[:2] == [1, 0]  # solo: never joined; only the oldest was in hand
