@@ -139,6 +139,8 @@ class ImapConfig:
     host: str = "127.0.0.1"
     port: int = 993
     ssl: str = "implicit"  # implicit | starttls | none
+    # PEM file of CA certificates to trust instead of the system's (a server with an internal CA).
+    ca_file: str = ""
     username: str = ""
     password: str = ""
     password_file: str = ""
@@ -327,6 +329,8 @@ def parse_config(data: dict[str, Any], base: Path, source: Path | None = None) -
     imap = _build(ImapConfig, "imap", _section(data, "imap")) if "imap" in data else None
     if imap is not None and imap.ssl not in ("implicit", "starttls", "none"):
         raise ConfigError("imap.ssl: must be implicit, starttls or none")
+    if imap is not None and imap.ca_file and not Path(imap.ca_file).is_file():
+        raise ConfigError(f"imap.ca_file: no such file: {imap.ca_file}")
     paths = _section(data, "paths")
     for key in paths:
         if key not in ("rules", "templates"):

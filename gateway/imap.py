@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import sys
 import threading
 from email.parser import BytesHeaderParser
@@ -182,6 +183,10 @@ def _open(imap: ImapConfig, password: str) -> Mailbox | str:
         return Mailbox.open(imap, password)
     except LoginError as exc:
         return f"imap login failed for {imap.username} at {imap.host}: {exc}"
+    except ssl.SSLCertVerificationError as exc:
+        # Not a network fault: it stays until someone trusts the server's certificate.
+        hint = "" if imap.ca_file else " (an internal CA? name its PEM file in imap.ca_file)"
+        return f"imap server {imap.host}:{imap.port} has an untrusted certificate: {exc.verify_message}{hint}"
     except CONNECTION_ERRORS as exc:
         return f"cannot reach imap server {imap.host}:{imap.port}: {exc}"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 import threading
@@ -55,7 +56,9 @@ class Mailbox:
     @classmethod
     def open(cls, imap: ImapConfig, password: str) -> Mailbox:
         """Connect as configured (implicit TLS, STARTTLS or plain on loopback) and log in."""
-        context = ssl.create_default_context() if imap.ssl != "none" else None
+        # The system's CAs, or the operator's own (imap.ca_file) for a server with an internal CA.
+        cafile = imap.ca_file or None
+        context = ssl.create_default_context(cafile=cafile) if imap.ssl != "none" else None
         client = IMAPClient(
             imap.host,
             port=imap.port,
@@ -69,7 +72,9 @@ class Mailbox:
             client.login(imap.username, password)
             return cls(client, imap)
         except BaseException:
-            client.shutdown()
+            # A failed STARTTLS handshake leaves the socket closed: keep its error, not shutdown's.
+            with contextlib.suppress(OSError):
+                client.shutdown()
             raise
 
     def close(self) -> None:

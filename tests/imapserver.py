@@ -162,6 +162,7 @@ class Dovecot:
         *,
         move_capability: bool = True,
         startup_timeout: float = 15.0,
+        tls: bool = False,
     ) -> None:
         binary = dovecot_binary()
         if binary is None:
@@ -189,6 +190,11 @@ class Dovecot:
         self._as_root = os.geteuid() == 0
         self._capability_override: str | None = None
         self._port_fixed = False  # after the first successful start the port never changes
+        # With tls: STARTTLS on `port` and implicit TLS on `tls_port`, with a self-signed
+        # certificate for 127.0.0.1 that clients trust through `ca_file`.
+        self.tls = tls
+        self.tls_port = _free_loopback_port() if tls else 0
+        self.ca_file = self.root / "tls" / "cert.pem"
 
     # -- paths -----------------------------------------------------------------
 
@@ -392,6 +398,8 @@ class Dovecot:
     def _prepare_dirs(self) -> None:
         for directory in (self.state_dir, self.base_dir, self.mail_root):
             directory.mkdir(parents=True, exist_ok=True)
+        if self.tls and not self.ca_file.exists():
+            self._make_certificate()
         self.passwd_path.write_text(f"{self.username}:{{PLAIN}}{self.password}::::::\n")
         self.passwd_path.chmod(0o600)
         home = self.mail_root / self.username
@@ -407,6 +415,18 @@ class Dovecot:
             for directory in (home, chroot_tmp):
                 os.chown(directory, mail_user.pw_uid, mail_user.pw_gid)
                 directory.chmod(0o700)
+
+    def _make_certificate(self) -> None:
+        """A self-signed certificate for 127.0.0.1, valid for a day, made with the openssl tool."""
+        self.ca_file.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+             "-keyout", str(self.ca_file.with_name("key.pem")), "-out", str(self.ca_file),
+             "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        if self._as_root:  # the login processes read the key after dropping privileges
+            self.ca_file.with_name("key.pem").chmod(0o644)
 
     def _config_text(self, capability: str | None) -> str:
         if self._as_root:
@@ -442,6 +462,10 @@ mail_location = maildir:~/Maildir
 """
             home = f"{self.mail_root}/%u"
         capability_line = f"imap_capability = {capability}\n" if capability else ""
+        key_file = self.ca_file.with_name("key.pem")
+        tls_lines = (
+            f"ssl = yes\nssl_cert = <{self.ca_file}\nssl_key = <{key_file}\n" if self.tls else "ssl = no\n"
+        )
         # An unprivileged master cannot chroot the services Dovecot chroots by default.
         login_chroot = "" if self._as_root else "  chroot =\n"
         anvil = "" if self._as_root else "service anvil {\n  chroot =\n}\n"
@@ -454,8 +478,7 @@ log_path = {self.log_path}
 info_log_path = {self.log_path}
 protocols = imap
 listen = {self.host}
-ssl = no
-disable_plaintext_auth = no
+{tls_lines}disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_failure_delay = 0
 {identity}mail_fsync = never
@@ -479,7 +502,8 @@ service imap-login {{
     port = {self.port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = {self.host}
+    port = {self.tls_port}
   }}
 }}
 {anvil}"""

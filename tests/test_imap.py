@@ -466,3 +466,46 @@ def test_worker_without_idle_polls_and_waits_for_the_mailbox_lock(
         stop.set()
         worker.join(timeout=10)
     assert not worker.is_alive()
+
+
+@pytest.fixture
+def tls_dovecot(tmp_path: Path) -> Iterator[Dovecot]:
+    server = Dovecot(tmp_path / "dovecot-tls", tls=True)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("mode", ["implicit", "starttls"])
+def test_tls_to_a_server_with_an_internal_ca(
+    config_path: Path, tls_dovecot: Dovecot, mode: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Implicit TLS and STARTTLS, verified against imap.ca_file; without it the fetch waits (75), mail untouched."""
+    port = tls_dovecot.tls_port if mode == "implicit" else tls_dovecot.port
+    tls_dovecot.append("INBOX", mail(message_id=f"<tls-{mode}@nordby-skole.example>"))
+    untrusted = with_imap(config_path, tls_dovecot, ssl=mode, port=port)
+    assert fetch_once(untrusted) == 75
+    reason = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "has an untrusted certificate" in reason and "imap.ca_file" in reason, reason
+    assert len(tls_dovecot.folder_uids("INBOX")) == 1  # left in place for the next run
+    config_path.write_text(
+        config_path.read_text(encoding="utf-8").replace(
+            "[imap]\n", f"[imap]\nca_file = {json.dumps(str(tls_dovecot.ca_file))}\n", 1
+        ),
+        encoding="utf-8",
+    )
+    trusted = load_config(config_path)
+    assert trusted.imap is not None and trusted.imap.ssl == mode
+    assert fetch_once(trusted) == 0
+    assert tls_dovecot.folder_uids("INBOX") == []
+    stored = count(trusted.storage.open(), "SELECT count(*) FROM messages WHERE direction = 'in'")
+    assert stored == 1
+
+
+def test_missing_ca_file_is_a_config_error(config_path: Path, dovecot: Dovecot, tmp_path: Path) -> None:
+    from gateway.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"imap\.ca_file: no such file"):
+        with_imap(config_path, dovecot, ca_file=str(tmp_path / "nowhere.pem"))
