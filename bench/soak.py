@@ -111,6 +111,8 @@ class Summary:
     relay_copies_max: int = 0
     drain_seconds: float = 0.0
     rss_samples_kib: list[tuple[float, int]] = field(default_factory=list)
+    # serve and its worker processes (committer, sender) together: where a slow leak would show.
+    tree_rss_samples_kib: list[tuple[float, int]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -122,12 +124,21 @@ class Summary:
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def tree_rss_first_last_max_mib(self) -> tuple[float, float, float]:
+        values = [kib / 1024 for _, kib in self.tree_rss_samples_kib] or [0.0]
+        return values[0], values[-1], max(values)
+
     def as_dict(self) -> dict[str, Any]:
         first, last, peak = self.rss_first_last_max_mib
+        tree_first, tree_last, tree_peak = self.tree_rss_first_last_max_mib
         return asdict(self) | {
             "rss_first_mib": first,
             "rss_last_mib": last,
             "rss_max_mib": peak,
+            "tree_rss_first_mib": tree_first,
+            "tree_rss_last_mib": tree_last,
+            "tree_rss_max_mib": tree_peak,
             "ok": self.ok,
         }
 
@@ -145,6 +156,9 @@ class Summary:
             f"  drained    {self.drain_seconds:.1f} s after the load stopped",
             f"  gateway RSS first {first:.1f} MiB, last {last:.1f} MiB, max {peak:.1f} MiB"
             f" ({len(self.rss_samples_kib)} samples)",
+            "  with workers first {:.1f} MiB, last {:.1f} MiB, max {:.1f} MiB".format(
+                *self.tree_rss_first_last_max_mib
+            ),
             "  result     "
             + ("OK: nothing lost, nothing twice, everything delivered" if self.ok else "FAILED"),
         ]
@@ -234,10 +248,36 @@ def imap_client(dovecot: Any, mix: MailMix, every: float, stop: threading.Event,
         appended.append(message_id)
 
 
-def sampler(serve: Serve, every: float, stop: threading.Event, samples: list[tuple[float, int]]) -> None:
+def _rss_kib(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+
+
+def tree_rss_kib(pid: int) -> int:
+    """VmRSS of a process and its direct children (serve's workers), added up."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    return _rss_kib(pid) + sum(_rss_kib(int(child)) for child in children)
+
+
+def sampler(
+    serve: Serve,
+    every: float,
+    stop: threading.Event,
+    samples: list[tuple[float, int]],
+    tree: list[tuple[float, int]],
+) -> None:
     began = time.monotonic()
     while True:
-        samples.append((round(time.monotonic() - began, 1), serve.rss_kib()))
+        at = round(time.monotonic() - began, 1)
+        samples.append((at, serve.rss_kib()))
+        if serve.pid:
+            tree.append((at, tree_rss_kib(serve.pid)))
         if stop.wait(every):
             return
 
@@ -332,7 +372,14 @@ def _soak(options: Options, summary: Summary, tmp: Path, relay: FlakyRelay, dove
     pacer = Pacer(options.rate, began + options.minutes * 60)
     threads = [
         threading.Thread(
-            target=sampler, args=(serve, options.sample_seconds, sampling, summary.rss_samples_kib)
+            target=sampler,
+            args=(
+                serve,
+                options.sample_seconds,
+                sampling,
+                summary.rss_samples_kib,
+                summary.tree_rss_samples_kib,
+            ),
         ),
         *(
             threading.Thread(target=smtp_client, args=(port, mix, pacer, accepted, retried))
