@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import traceback
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from gateway.runtime import Runtime
 from gateway.senders import Sender, identify
 from gateway.store import StorageUnavailable, put_raw
 from gateway.threads import ThreadMatch, find_case
+
+log = logging.getLogger("gateway.pipeline")
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ def process_batch(runtime: Runtime, items: list[Item]) -> list[Result]:
                 _commit_guarded(runtime, conn, ready, raw, source)
                 for ready, (raw, source, _) in zip(prepared, items, strict=True)
             ]
-            search.index_backlog(conn, search.INTAKE_BACKLOG)
+            _index_for_search(conn)
     except (sqlite3.Error, OSError) as exc:
         raise StorageUnavailable(str(exc)) from exc
     crashpoint("after-commit")
@@ -88,6 +91,19 @@ def process_batch(runtime: Runtime, items: list[Item]) -> list[Result]:
         # One log line per message, whichever intake it came by: what happened to it and why.
         logs.message_outcome(source, result)
     return results
+
+
+def _index_for_search(conn: sqlite3.Connection) -> None:
+    """Index waiting messages, in a savepoint: a broken search index must never stop intake."""
+    conn.execute("SAVEPOINT search")
+    try:
+        search.index_backlog(conn, search.INTAKE_BACKLOG)
+    except sqlite3.OperationalError:
+        raise  # locked, full, I/O: the store's trouble, temporary for the whole batch
+    except sqlite3.DatabaseError as exc:  # e.g. a corrupt FTS index: mail still comes in
+        conn.execute("ROLLBACK TO search")
+        log.error("search index not updated (mail is stored; rebuild the index): %s", exc)
+    conn.execute("RELEASE search")
 
 
 def prepare(runtime: Runtime, raw: bytes, source: str, envelope_from: str | None) -> Context:

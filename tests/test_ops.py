@@ -21,6 +21,7 @@ from gateway.config import Config, load_config
 from gateway.pipeline import process, process_batch
 from gateway.runtime import Runtime
 from gateway.search import search_cases
+from gateway.store import StorageUnavailable
 from tests.support import REPO, RecordingRelay, free_port, mail, smtp_send, wait_for, write_config
 
 GATEWAY = [sys.executable, "-m", "gateway"]
@@ -319,3 +320,31 @@ def test_search_catches_up_across_deleted_ids_in_small_steps(
     assert {c["id"] for c in search_cases(runtime.store, "gymsalen")} == {cases[0].case_id, cases[2].case_id}
     top = runtime.store.one("SELECT max(id) AS n FROM messages")["n"]
     assert runtime.store.one("SELECT indexed_upto FROM search_progress")["indexed_upto"] == top
+
+
+def test_a_broken_search_index_never_stops_intake(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Indexing that fails as a corrupt index would is rolled back alone: the batch is still stored."""
+    import sqlite3
+
+    from gateway import search
+
+    def corrupt(conn: sqlite3.Connection, at_least: int = 1) -> int:
+        conn.execute("UPDATE search_progress SET indexed_upto = indexed_upto + 1000")  # must not stick
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    monkeypatch.setattr(search, "index_backlog", corrupt)
+    result = process(runtime, mail(subject="Nettet er nede"), "smtp")
+    assert result.outcome == "opened"
+    assert runtime.store.one("SELECT count(*) AS n FROM cases")["n"] == 1
+    assert runtime.store.one("SELECT indexed_upto FROM search_progress")["indexed_upto"] == 0
+    assert "search index not updated" in caplog.text
+
+    def locked(conn: sqlite3.Connection, at_least: int = 1) -> int:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(search, "index_backlog", locked)  # the store's own trouble stays temporary
+    with pytest.raises(StorageUnavailable):
+        process(runtime, mail(subject="Skriveren"), "smtp")
+    assert runtime.store.one("SELECT count(*) AS n FROM cases")["n"] == 1
