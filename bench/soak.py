@@ -248,23 +248,6 @@ def imap_client(dovecot: Any, mix: MailMix, every: float, stop: threading.Event,
         appended.append(message_id)
 
 
-def _rss_kib(pid: int) -> int:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
-
-
-def tree_rss_kib(pid: int) -> int:
-    """VmRSS of a process and its direct children (serve's workers), added up."""
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        children = []
-    return _rss_kib(pid) + sum(_rss_kib(int(child)) for child in children)
-
-
 def sampler(
     serve: Serve,
     every: float,
@@ -276,8 +259,7 @@ def sampler(
     while True:
         at = round(time.monotonic() - began, 1)
         samples.append((at, serve.rss_kib()))
-        if serve.pid:
-            tree.append((at, tree_rss_kib(serve.pid)))
+        tree.append((at, serve.tree_rss_kib()))
         if stop.wait(every):
             return
 

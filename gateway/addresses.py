@@ -46,11 +46,12 @@ def domain_of(address: str) -> str:
 # get the same answer from one regex, and anything else (quotes, commas, dots or encoded words in
 # the name, several addresses, folding) still goes to it (tests/test_intake_details.py compares).
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_ADDRESS = rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+# local@domain with dot-atoms only: no quoting, no comments, no address literal.
+PLAIN_ADDRESS = rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
 _NAME_WORD = r"[^\s\"(),.:;<>@\[\]\\\x00-\x1f\x7f]+"
 _NAME = rf"{_NAME_WORD}(?: {_NAME_WORD})*"
 _SIMPLE_MAILBOX = re.compile(
-    rf"[ \t]*(?:(?:(?P<name>{_NAME}) ?)?<(?P<angle>{_ADDRESS})>|(?P<bare>{_ADDRESS}))[ \t]*"
+    rf"[ \t]*(?:(?:(?P<name>{_NAME}) ?)?<(?P<angle>{PLAIN_ADDRESS})>|(?P<bare>{PLAIN_ADDRESS}))[ \t]*"
 )
 
 

@@ -89,12 +89,12 @@ def authenticate(
         return Verdict(False, "not exactly one From address")
     if source == "smtp":
         # We are the MTA here: any Authentication-Results in the message came from outside.
-        if verify_own_dkim and "dkim-signature" not in message.headers:
+        if not verify_own_dkim:
+            return Verdict(False, "DKIM verification disabled")
+        if "dkim-signature" not in message.headers:
             # dkimpy would parse the whole message again only to find no signature.
             return Verdict(False, "no DKIM signature")
-        if verify_own_dkim:
-            return verify_dkim(message.raw, domain_of(message.from_addr), lookup)
-        return Verdict(False, "DKIM verification disabled")
+        return verify_dkim(message.raw, domain_of(message.from_addr), lookup)
     if authserv_id:
         return from_authentication_results(message, authserv_id)
     return Verdict(False, "auth.authserv_id not configured")

@@ -118,12 +118,9 @@ def _text_check(field_name: str, source: str) -> Check:
 
     def check(facts: Facts) -> str | None:
         text = facts.text(field_name)
-        if not folded:
-            found = pattern.search(text)
-            return f"{field_name} matches {found.group(0)!r}" if found else None
-        lower = facts.folded(field_name)
-        found = pattern.search(lower)
-        return f"{field_name} matches {folding.quote(text, lower, found)!r}" if found else None
+        searched = facts.folded(field_name) if folded else text
+        found = pattern.search(searched)
+        return f"{field_name} matches {folding.quote(text, searched, found)!r}" if found else None
 
     return check
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from gateway.addresses import PLAIN_ADDRESS
 from gateway.committer import Committer
 from gateway.pipeline import Item, Result, process_batch
 from gateway.runtime import Runtime
@@ -144,12 +145,8 @@ class _Job:
 MAX_BATCH = 64
 
 
-# A plain <local@domain> path, as nearly every MTA sends it: dot-atoms only, no quoting, no comments.
-_PLAIN_PATH = re.compile(
-    r"<([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(.*)",
-    re.S,
-)
+# A plain <local@domain> path, as nearly every MTA sends it.
+_PLAIN_PATH = re.compile(rf"<({PLAIN_ADDRESS})>(.*)", re.S)
 
 
 class IntakeSMTP(SMTP):

@@ -120,14 +120,24 @@ class Serve:
 
     def rss_kib(self) -> int:
         """Resident set size of the gateway process now, from /proc (0 once it has gone)."""
+        return rss_kib(self.pid)
+
+    def tree_rss_kib(self) -> int:
+        """The gateway's and its worker processes' (its direct children's) RSS, added up."""
         try:
-            status = Path(f"/proc/{self.pid}/status").read_text()
+            children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
         except OSError:
-            return 0
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
+            children = []
+        return rss_kib(self.pid) + sum(rss_kib(int(child)) for child in children)
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS of a process from /proc, in KiB (0 once it has gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
         return 0
+    return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
 
 
 def send(port: int, raw: bytes, mail_from: str = "sender@client.example") -> str | None:

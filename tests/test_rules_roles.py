@@ -403,7 +403,9 @@ def test_unsigned_mail_is_not_handed_to_dkim(rt: Runtime) -> None:
     assert (verdict.authenticated, verdict.reason) == (False, "no DKIM signature")
     key, record = _keypair()
     raw = mail(sender=KARI, subject="Bestilling: VLAN 40", body="Port 7 til VLAN 40")
-    signed = dkim.sign(raw, b"sel1", b"nordby-skole.example", key, include_headers=[b"from", b"subject"]) + raw
+    signed = (
+        dkim.sign(raw, b"sel1", b"nordby-skole.example", key, include_headers=[b"from", b"subject"]) + raw
+    )
     looked_up: list[bytes] = []
 
     def lookup(name: bytes, timeout: float = 5) -> bytes | None:
