@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -12,7 +13,7 @@ from gateway import cli, pipeline
 from gateway.config import load_config
 from gateway.pipeline import process
 from gateway.runtime import Runtime
-from tests.support import REPO, RecordingRelay, mail, write_config
+from tests.support import REPO, RecordingRelay, free_port, mail, write_config
 
 
 def test_poison_message_is_quarantined_listed_and_replayed(
@@ -252,3 +253,108 @@ def test_simple_mailboxes_parse_as_getaddresses_parses_them() -> None:
         assert _mailboxes([value]) == expected, value
         compared += 1
     assert compared > 3000
+
+
+class _Keeper:
+    """An aiosmtpd handler that keeps what DATA delivered."""
+
+    def __init__(self) -> None:
+        self.contents: list[bytes] = []
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        self.contents.append(envelope.original_content)  # type: ignore[attr-defined]
+        return "250 kept"
+
+
+def _session(port: int, pieces: list[bytes]) -> bytes:
+    """Send a whole SMTP conversation in the given pieces; everything the server said back."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for piece in pieces:
+            sock.sendall(piece)
+        sock.shutdown(socket.SHUT_WR)
+        replies = b""
+        while chunk := sock.recv(65536):
+            replies += chunk
+    return replies
+
+
+def _data_streams() -> list[bytes]:
+    """DATA streams with the shapes that matter: stuffed dots, bare CR/LF, long lines, big bodies."""
+    import random
+
+    fixed = [
+        b".\r\n",
+        b"..\r\n.\r\n",
+        b"Subject: x\r\n.\r\n",
+        b"Subject: x\r\n\r\nline.\r\n..dot\r\n.\r\n",
+        b"a\n.\r\nb\r\n.\r\n",  # a dot after a bare LF does not end the data
+        b"a\r.\r\nb\r\n.\r\n",
+        b"x" * 999 + b"\r\n.\r\n",
+        b"x" * 1000 + b"\r\n.\r\n",
+        b"y\r\n" + b"x" * 5000 + b"\r\n.\r\n",
+        b"...\r\n....\r\n. \r\n .\r\n.\r\n",
+        (b"z" * 76 + b".\r\n") * 9000 + b".\r\n",  # 700 KB: longer than the reader's buffer
+        (b"Zm9v" * 19 + b"\r\n") * 3000 + b".\r\n",  # 230 KB over the size limit below
+    ]
+    pieces = [b"", b".", b"..", b"a", b"x" * 60, b"\r", b"\n", b". ", b"x" * 700, b"\xc3\xa5"]
+    rnd = random.Random(2)
+    streams = list(fixed)
+    while len(streams) < len(fixed) + 150:
+        lines = [
+            b"".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 4))) for _ in range(rnd.randint(0, 30))
+        ]
+        stream = b"".join(line + b"\r\n" for line in lines) + b".\r\n"
+        if (b"\r\n" + stream).find(b"\r\n.\r\n") == len(stream) - 3:  # no lone dot before the end
+            streams.append(stream)
+    return streams
+
+
+def test_data_reads_as_aiosmtpd_reads_it() -> None:
+    """The listener's bulk DATA reader answers and delivers exactly what aiosmtpd's line reader does.
+
+    The same conversations go to a plain aiosmtpd server and to ours, the data sent whole, in
+    random small pieces and byte by byte; a command follows the final dot in the same piece.
+    """
+    import random
+
+    from aiosmtpd.controller import Controller
+
+    from gateway.smtp import _Controller
+
+    theirs_keeper, ours_keeper = _Keeper(), _Keeper()
+    size_limit = 200_000
+    theirs = Controller(theirs_keeper, hostname="127.0.0.1", port=free_port(), data_size_limit=size_limit)
+    ours = _Controller(ours_keeper, hostname="127.0.0.1", port=free_port(), data_size_limit=size_limit)
+    theirs.start()
+    ours.start()
+    try:
+        rnd = random.Random(3)
+        head = b"EHLO client.example\r\nMAIL FROM:<a@x.example>\r\nRCPT TO:<b@y.example>\r\nDATA\r\n"
+        compared = 0
+        for stream in _data_streams():
+            for style in ("whole", "pieces", "bytes"):
+                if style == "bytes" and len(stream) > 300:
+                    continue
+                data = stream + b"RSET\r\nNOOP\r\nQUIT\r\n"
+                if style == "whole":
+                    pieces = [head + data]
+                else:
+                    cuts = sorted({rnd.randint(0, len(data)) for _ in range(12)}) if style == "pieces" else []
+                    bounds = [0, *cuts, len(data)] if cuts else list(range(len(data) + 1))
+                    pieces = [head] + [data[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+                expected = _session(theirs.port, pieces)
+                got = _session(ours.port, pieces)
+                assert got == expected, (style, stream[:80])
+                compared += 1
+        assert ours_keeper.contents == theirs_keeper.contents
+        replies = [_session(ours.port, [head + s + b"QUIT\r\n"]) for s in _data_streams()[6:12]]
+        # The shapes that must be refused are refused, with aiosmtpd's codes.
+        assert [r.count(b"\r\n500 Line too long") for r in replies] == [0, 1, 1, 0, 0, 0]
+        assert b"\r\n552 Error: Too much mail data" in replies[5]
+        assert compared >= 2 * len(_data_streams())
+    finally:
+        theirs.stop()
+        ours.stop()
