@@ -55,7 +55,12 @@ def first_questions(conn: sqlite3.Connection, case_id: int, evidence: Evidence) 
     The same answer as collect() then to_ask(), without reading back what was just written:
     a new case has no earlier fields, no earlier questions and no other text.
     """
-    present = collect(conn, case_id, evidence)
+    present = found_in(evidence)
+    at = clock.iso()
+    conn.executemany(
+        "INSERT INTO case_fields (case_id, field, state, evidence, at) VALUES (?, ?, 'present', ?, ?)",
+        [(case_id, key, quote, at) for key, quote in present.items()],
+    )
     return missing(evidence.text, set(present))
 
 
