@@ -60,11 +60,12 @@ def record(
     message: int | None = None,
 ) -> None:
     """One line of a case's history: who did what, and why."""
-    conn.execute(
-        "INSERT INTO events (case_id, message, at, actor, action, detail, reason)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (case_id, message, clock.iso(), actor, action, detail, reason),
-    )
+    conn.execute(_EVENT, (case_id, message, clock.iso(), actor, action, detail, reason))
+
+
+_EVENT = (
+    "INSERT INTO events (case_id, message, at, actor, action, detail, reason) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 def language_for(runtime: Runtime, ctx: Context) -> str:
@@ -155,18 +156,15 @@ def open_case(
                 "INSERT OR IGNORE INTO message_refs (message_id, case_id) VALUES (?, ?)",
                 (ctx.message.message_id, case_id),
             )
-    record(
-        conn,
-        case_id,
-        sender.address,
-        "opened",
-        f"category={d.category} priority={d.priority} queue={d.queue}",
-        rules_why,
-        row,
+    opened = f"category={d.category} priority={d.priority} queue={d.queue}"
+    conn.executemany(
+        _EVENT,
+        [
+            (case_id, row, now, sender.address, "opened", opened, rules_why),
+            (case_id, row, now, "gateway", "threaded", "new case", ctx.thread.reason),
+            *((case_id, row, now, "rules", "rule-fired", name, why) for name, why in d.fired),
+        ],
     )
-    record(conn, case_id, "gateway", "threaded", "new case", ctx.thread.reason, row)
-    for name, why in d.fired:
-        record(conn, case_id, "rules", "rule-fired", name, why, row)
     if linked is not None:
         record(conn, linked, "gateway", "follow-up-case", f"case {case_id}", "reply to a closed case")
     case = _case(conn, case_id)
