@@ -33,6 +33,9 @@ SOLO_SECONDS = 60.0
 CRASHES_BEFORE_QUARANTINE = 2
 # The most messages the worker joins into one transaction from frames already waiting.
 JOIN_LIMIT = 64
+# The WAL size (4 KiB pages) at which the worker's own commits checkpoint: about 40 MB, ten
+# times SQLite's default, so the outbox sender's commits checkpoint first (Store.defer_checkpoints).
+CHECKPOINT_PAGES = 10_000
 
 
 class WorkerCrashed(Exception):
@@ -203,6 +206,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     runtime = Runtime(config)
+    runtime.store.defer_checkpoints(CHECKPOINT_PAGES)
     try:
         for group in _batches(sys.stdin.fileno()):
             try:

@@ -217,3 +217,28 @@ def test_a_death_counts_only_against_a_message_the_worker_held_alone(runtime: Ru
     assert all(isinstance(o, StorageUnavailable) for o in counts_and_outcomes[2:])
     assert die_with([(a, False)])[0] == 1  # nothing else in flight: it was alone
     assert die_with([(a, True), (b, True)])[:2] == [1, 0]  # solo: never joined; only the oldest was in hand
+
+
+def test_the_intake_worker_leaves_wal_checkpoints_to_the_other_writers(tmp_path: Path) -> None:
+    """Past SQLite's 1000 pages the intake worker's commits do not checkpoint; the next other writer's does."""
+    from gateway.config import load_config
+    from gateway.store import put_raw
+
+    config = load_config(write_config(tmp_path))
+    intake, sender = config.storage.open(), config.storage.open()
+    intake.defer_checkpoints(committer.CHECKPOINT_PAGES)
+    database, wal = config.storage.database, Path(f"{config.storage.database}-wal")
+    before = database.stat().st_size
+    for _ in range(3):  # 1,800 pages of raw mail, in three commits
+        with intake.write() as conn:
+            for _ in range(600):
+                put_raw(conn, os.urandom(4000))
+    assert wal.stat().st_size > 1500 * 4096
+    assert database.stat().st_size == before  # all of it still in the WAL
+    intake._reopen()  # a fresh connection (after a full disk, say) keeps the setting
+    assert intake.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == committer.CHECKPOINT_PAGES
+    with sender.write() as conn:
+        put_raw(conn, b"one small write")
+    assert database.stat().st_size > before + 1500 * 4096  # the sender's commit copied it over
+    intake.close()
+    sender.close()
