@@ -181,7 +181,9 @@ class IntakeSMTP(SMTP):
         the socket is paused and resumed every 2 KB: about half of the listener's CPU went there.
         The replies, the limits (552 over the size, 500 for a line over 1001 bytes) and the
         un-stuffed bytes are aiosmtpd's (tests/test_intake_details.py sends the same streams to
-        both). Decoded text and the old process_message API are left to aiosmtpd.
+        both). One difference: past the size limit the answer is 552 even where aiosmtpd, having
+        met an over-long line first, answers 500; both are refusals and nothing is kept. Decoded
+        text and the old process_message API are left to aiosmtpd.
         """
         if self._decode_data or "DATA" not in self._handle_hooks:
             await super().smtp_DATA(arg)
