@@ -281,6 +281,16 @@ def _session(port: int, pieces: list[bytes]) -> bytes:
     return replies
 
 
+# Past the reader's 256 KB buffer: a line ending in '.' every 79 bytes; 300 KB with none, so the
+# reader takes what came (LimitOverrunError); and 690 KB, over the test's size limit.
+_BIG_STREAMS = [
+    (b"z" * 76 + b".\r\n") * 5000 + b".\r\n",
+    (b"a" * 998 + b"\r\n") * 300 + b".\r\n",
+    (b"Zm9v" * 19 + b"\r\n") * 9000 + b".\r\n",
+]
+_SIZE_LIMIT = 600_000
+
+
 def _data_streams() -> list[bytes]:
     """DATA streams with the shapes that matter: stuffed dots, bare CR/LF, long lines, big bodies."""
     import random
@@ -296,8 +306,7 @@ def _data_streams() -> list[bytes]:
         b"x" * 1000 + b"\r\n.\r\n",
         b"y\r\n" + b"x" * 5000 + b"\r\n.\r\n",
         b"...\r\n....\r\n. \r\n .\r\n.\r\n",
-        (b"z" * 76 + b".\r\n") * 9000 + b".\r\n",  # 700 KB: longer than the reader's buffer
-        (b"Zm9v" * 19 + b"\r\n") * 3000 + b".\r\n",  # 230 KB over the size limit below
+        *_BIG_STREAMS,
     ]
     pieces = [b"", b".", b"..", b"a", b"x" * 60, b"\r", b"\n", b". ", b"x" * 700, b"\xc3\xa5"]
     rnd = random.Random(2)
@@ -312,22 +321,36 @@ def _data_streams() -> list[bytes]:
     return streams
 
 
-def test_data_reads_as_aiosmtpd_reads_it() -> None:
+def test_data_reads_as_aiosmtpd_reads_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """The listener's bulk DATA reader answers and delivers exactly what aiosmtpd's line reader does.
 
     The same conversations go to a plain aiosmtpd server and to ours, the data sent whole, in
-    random small pieces and byte by byte; a command follows the final dot in the same piece.
+    random pieces (always also cut inside the final CRLF.CRLF) and byte by byte; commands follow
+    the final dot in the same piece.
     """
+    import asyncio
     import random
 
     from aiosmtpd.controller import Controller
 
-    from gateway.smtp import _Controller
+    from gateway import smtp
 
+    received, overruns = [0], [0]
+    real_receive, real_read = smtp.IntakeSMTP._receive, asyncio.StreamReader.read
+
+    async def receive(self: smtp.IntakeSMTP) -> bytes | None:
+        received[0] += 1
+        return await real_receive(self)
+
+    async def read(self: asyncio.StreamReader, n: int = -1) -> bytes:
+        overruns[0] += n > smtp.DATA_BUFFER  # only our reader asks for more than its buffer limit
+        return await real_read(self, n)
+
+    monkeypatch.setattr(smtp.IntakeSMTP, "_receive", receive)
+    monkeypatch.setattr(asyncio.StreamReader, "read", read)
     theirs_keeper, ours_keeper = _Keeper(), _Keeper()
-    size_limit = 200_000
-    theirs = Controller(theirs_keeper, hostname="127.0.0.1", port=free_port(), data_size_limit=size_limit)
-    ours = _Controller(ours_keeper, hostname="127.0.0.1", port=free_port(), data_size_limit=size_limit)
+    theirs = Controller(theirs_keeper, hostname="127.0.0.1", port=free_port(), data_size_limit=_SIZE_LIMIT)
+    ours = smtp._Controller(ours_keeper, hostname="127.0.0.1", port=free_port(), data_size_limit=_SIZE_LIMIT)
     theirs.start()
     ours.start()
     try:
@@ -342,19 +365,30 @@ def test_data_reads_as_aiosmtpd_reads_it() -> None:
                 if style == "whole":
                     pieces = [head + data]
                 else:
-                    cuts = sorted({rnd.randint(0, len(data)) for _ in range(12)}) if style == "pieces" else []
-                    bounds = [0, *cuts, len(data)] if cuts else list(range(len(data) + 1))
+                    end = len(stream)
+                    cuts = {rnd.randint(0, len(data)) for _ in range(12)} | {end - 4, end - 2, end - 1}
+                    bounds = (
+                        [0, *sorted(cuts), len(data)] if style == "pieces" else list(range(len(data) + 1))
+                    )
                     pieces = [head] + [data[a:b] for a, b in itertools.pairwise(bounds) if b > a]
                 expected = _session(theirs.port, pieces)
                 got = _session(ours.port, pieces)
                 assert got == expected, (style, stream[:80])
                 compared += 1
         assert ours_keeper.contents == theirs_keeper.contents
-        replies = [_session(ours.port, [head + s + b"QUIT\r\n"]) for s in _data_streams()[6:12]]
-        # The shapes that must be refused are refused, with aiosmtpd's codes.
-        assert [r.count(b"\r\n500 Line too long") for r in replies] == [0, 1, 1, 0, 0, 0]
-        assert b"\r\n552 Error: Too much mail data" in replies[5]
+        assert received[0] == compared  # every conversation went through our reader
+        assert overruns[0] > 0  # and some through its path for data past the buffer
         assert compared >= 2 * len(_data_streams())
+
+        def reply(stream: bytes) -> bytes:
+            return _session(ours.port, [head + stream + b"QUIT\r\n"]).rpartition(b"354 ")[2]
+
+        # The shapes that must be refused are refused, with aiosmtpd's codes.
+        assert b"\r\n250 kept" in reply(b"x" * 999 + b"\r\n.\r\n")
+        assert b"\r\n500 Line too long" in reply(b"x" * 1000 + b"\r\n.\r\n")
+        assert b"\r\n552 Error: Too much mail data" in reply(_BIG_STREAMS[2])
+        # The one difference: over the size limit with an over-long line first, ours says 552.
+        assert b"\r\n552 Error: Too much mail data" in reply(b"x" * 1000 + b"\r\n" + _BIG_STREAMS[2])
     finally:
         theirs.stop()
         ours.stop()
