@@ -7,18 +7,19 @@ import sqlite3
 from gateway import clock
 from gateway.escalation import BY_KEY, Evidence, Field, found_in, missing
 
+# A field a message supplies; rowcount 0 when it was already present (the first evidence wins).
+_PRESENT = (
+    "INSERT INTO case_fields (case_id, field, state, evidence, at) VALUES (?, ?, 'present', ?, ?)"
+    " ON CONFLICT (case_id, field) DO UPDATE SET state = 'present', evidence = excluded.evidence,"
+    " at = excluded.at WHERE case_fields.state != 'present'"
+)
+
 
 def collect(conn: sqlite3.Connection, case_id: int, evidence: Evidence) -> list[str]:
     """Record the fields this message supplies; return the ones that were not present before."""
     fresh = []
     for key, quote in found_in(evidence).items():
-        # One statement per field; rowcount 0 means it was already present (first evidence wins).
-        cursor = conn.execute(
-            "INSERT INTO case_fields (case_id, field, state, evidence, at) VALUES (?, ?, 'present', ?, ?)"
-            " ON CONFLICT (case_id, field) DO UPDATE SET state = 'present', evidence = excluded.evidence,"
-            " at = excluded.at WHERE case_fields.state != 'present'",
-            (case_id, key, quote, clock.iso()),
-        )
+        cursor = conn.execute(_PRESENT, (case_id, key, quote, clock.iso()))
         if cursor.rowcount:
             fresh.append(key)
     return fresh
@@ -57,10 +58,7 @@ def first_questions(conn: sqlite3.Connection, case_id: int, evidence: Evidence) 
     """
     present = found_in(evidence)
     at = clock.iso()
-    conn.executemany(
-        "INSERT INTO case_fields (case_id, field, state, evidence, at) VALUES (?, ?, 'present', ?, ?)",
-        [(case_id, key, quote, at) for key, quote in present.items()],
-    )
+    conn.executemany(_PRESENT, [(case_id, key, quote, at) for key, quote in present.items()])
     return missing(evidence.text, set(present))
 
 

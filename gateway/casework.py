@@ -50,6 +50,11 @@ def store_message(
     return int(cursor.lastrowid or 0)
 
 
+_EVENT = (
+    "INSERT INTO events (case_id, message, at, actor, action, detail, reason) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 def record(
     conn: sqlite3.Connection,
     case_id: int | None,
@@ -61,11 +66,6 @@ def record(
 ) -> None:
     """One line of a case's history: who did what, and why."""
     conn.execute(_EVENT, (case_id, message, clock.iso(), actor, action, detail, reason))
-
-
-_EVENT = (
-    "INSERT INTO events (case_id, message, at, actor, action, detail, reason) VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
 
 
 def language_for(runtime: Runtime, ctx: Context) -> str:

@@ -208,10 +208,9 @@ class IntakeSMTP(SMTP):
             log.info("connection closed during DATA")
             self._writer.close()
             return
-        content = None if received is None else unstuffed(received, self.line_length_limit)
         if received is None:
             reply = "552 Error: Too much mail data"
-        elif content is None:
+        elif (content := unstuffed(received, self.line_length_limit)) is None:
             reply = "500 Line too long (see RFC5321 4.5.3.1.6)"
         else:
             self.envelope.content = self.envelope.original_content = content
@@ -222,8 +221,9 @@ class IntakeSMTP(SMTP):
 
     async def _receive(self) -> bytes | None:
         """The bytes up to and including the lone dot, or None past the size limit (then not kept)."""
-        reader, limit = self._reader, self.data_size_limit
+        reader, limit = self._reader, self.data_size_limit or 0  # 0: no limit
         chunks: list[bytes] = []
+        over = False  # past the size limit: refused in the end, so nothing more is kept
         size, tail = 0, b"\r\n"  # the DATA line's end: a lone dot first thing is an empty message
         line_limit = getattr(reader, "_limit", None)
         if line_limit is not None:  # a private attribute; without it reading is merely slower
@@ -238,14 +238,15 @@ class IntakeSMTP(SMTP):
                     raise asyncio.IncompleteReadError(b"", None)
                 size += len(chunk)
                 tail = (tail + chunk[-5:])[-5:]
-                if limit and size - 3 > limit:
-                    chunks.clear()  # refused in the end anyway: hold no more of it
+                over = 0 < limit < size - 3  # size only grows; the lone dot does not count
+                if over:
+                    chunks.clear()
                 else:
                     chunks.append(chunk)
         finally:
             if line_limit is not None:
                 reader._limit = line_limit  # type: ignore[attr-defined]
-        return None if limit and size - 3 > limit else b"".join(chunks)
+        return None if over else b"".join(chunks)
 
 
 # How much the reader may buffer during DATA before it pauses the socket (twice this, in fact).

@@ -357,7 +357,8 @@ def test_data_reads_as_aiosmtpd_reads_it(monkeypatch: pytest.MonkeyPatch) -> Non
         rnd = random.Random(3)
         head = b"EHLO client.example\r\nMAIL FROM:<a@x.example>\r\nRCPT TO:<b@y.example>\r\nDATA\r\n"
         compared = 0
-        for stream in _data_streams():
+        streams = _data_streams()
+        for stream in streams:
             for style in ("whole", "pieces", "bytes"):
                 if style == "bytes" and len(stream) > 300:
                     continue
@@ -378,7 +379,7 @@ def test_data_reads_as_aiosmtpd_reads_it(monkeypatch: pytest.MonkeyPatch) -> Non
         assert ours_keeper.contents == theirs_keeper.contents
         assert received[0] == compared  # every conversation went through our reader
         assert overruns[0] > 0  # and some through its path for data past the buffer
-        assert compared >= 2 * len(_data_streams())
+        assert compared >= 2 * len(streams)
 
         def reply(stream: bytes) -> bytes:
             return _session(ours.port, [head + stream + b"QUIT\r\n"]).rpartition(b"354 ")[2]
