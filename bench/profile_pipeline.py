@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 
 def make_runtime(folder: Path, source: Path = REPO) -> Runtime:
-    from gateway.config import parse_config
+    from gateway.core.config import parse_config
     from gateway.runtime import Runtime
 
     data = {
@@ -52,8 +52,7 @@ def make_runtime(folder: Path, source: Path = REPO) -> Runtime:
 
 
 def run(runtime: Runtime, messages: list[tuple[str, str, bytes, str]]) -> Counter[str]:
-    from gateway.pipeline import process
-
+    from gateway.pipeline.process import process
     outcomes: Counter[str] = Counter()
     for _kind, sender, raw, _mid in messages:
         with runtime.lock:

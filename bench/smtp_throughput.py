@@ -133,9 +133,12 @@ def process_role(pid: int) -> str:
             argv = handle.read().split(b"\0")
     except OSError:
         return "other"
-    for role in ("sender", "committer"):
-        if f"gateway.{role}".encode() in argv:
-            return role
+    # Module names of today's tree and of refs from before the subpackages (`--ref`).
+    modules = {b"gateway.intake.committer": "committer", b"gateway.committer": "committer",
+               b"gateway.ops.delivery_worker": "sender", b"gateway.sender": "sender"}
+    for arg in argv:
+        if arg in modules:
+            return modules[arg]
     return "other"  # e.g. sampled between fork and exec, when it still shows the parent's argv
 
 

@@ -7,12 +7,12 @@ import threading
 from datetime import datetime
 from functools import cached_property
 
-from gateway.auth import TxtLookup, dns_txt
-from gateway.config import Config
-from gateway.registry import Registry, RegistryError, RegistryFile
-from gateway.rules import Rule, load_rules
-from gateway.store import Store
-from gateway.templates import Templates
+from gateway.core.config import Config
+from gateway.directory.registry import Registry, RegistryError, RegistryFile
+from gateway.mail.auth import TxtLookup, dns_txt
+from gateway.notices.templates import Templates
+from gateway.rules.engine import Rule, load_rules
+from gateway.store.database import Store, open_store
 
 log = logging.getLogger("gateway")
 
@@ -20,7 +20,7 @@ log = logging.getLogger("gateway")
 class Runtime:
     def __init__(self, config: Config, store: Store | None = None) -> None:
         self.config = config
-        self.store = store or config.storage.open()
+        self.store = store or open_store(config.storage)
         self.templates = Templates(config.templates_dir, config.service.timezone)
         self.registry_file = RegistryFile(config.registry.file)
         self._last_registry: Registry | None = None
@@ -47,7 +47,7 @@ class Runtime:
 
     @cached_property
     def calendar(self):  # type: ignore[no-untyped-def]
-        from gateway.workdays import WorkingCalendar
+        from gateway.core.workdays import WorkingCalendar
 
         return WorkingCalendar(timezone=self.config.service.timezone)
 

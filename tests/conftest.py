@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import Config, load_config
+from gateway.core.config import Config, load_config
+from gateway.ops.server import Server
 from gateway.runtime import Runtime
-from gateway.server import Server
 from tests.support import RecordingRelay, write_config
 
 

@@ -171,8 +171,8 @@ class SweepFigures:
 
 def sweep() -> SweepFigures:
     """Process every corpus file in-process, each into an empty store; time and trace memory."""
-    from gateway.config import load_config
-    from gateway.pipeline import process
+    from gateway.core.config import load_config
+    from gateway.pipeline.process import process
     from gateway.runtime import Runtime
 
     with tempfile.TemporaryDirectory() as tmp:  # imports and caches once, as a running gateway has them
@@ -196,8 +196,8 @@ def sweep() -> SweepFigures:
 
 def smtp_sweep() -> SweepFigures:
     """Send every corpus file over SMTP to a fresh `gateway serve`; outcome is the reply's last word."""
-    from gateway.config import load_config
-    from gateway.server import Server
+    from gateway.core.config import load_config
+    from gateway.ops.server import Server
 
     figures = SweepFigures()
     for path in corpus_files():

@@ -6,8 +6,8 @@ import json
 from datetime import datetime
 from pathlib import Path
 
-from gateway import clock
-from gateway.store import Store
+from gateway.core import clock
+from gateway.store.database import Store
 from tests.support import REPO, write_config
 
 

@@ -15,11 +15,11 @@ from freezegun import freeze_time
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway import casework
-from gateway.config import load_config
-from gateway.pipeline import process
+from gateway.cases import casework
+from gateway.core.config import load_config
+from gateway.ops.server import Server
+from gateway.pipeline.process import process
 from gateway.runtime import Runtime
-from gateway.server import Server
 from tests.support import RecordingRelay, dkim_keypair, mail, smtp_send, wait_for, write_config
 
 CUSTOMER = "IT Nordby <it@nordby-skole.example>"

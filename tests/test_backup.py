@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from gateway.backup import BackupError, backup, restore
-from gateway.cli import main
-from gateway.config import Config, load_config
-from gateway.pipeline import process
+from gateway.cli.main import main
+from gateway.core.config import Config, load_config
+from gateway.ops.backup import BackupError, backup, restore
+from gateway.ops.server import Server
+from gateway.pipeline.process import process
 from gateway.runtime import Runtime
-from gateway.server import Server
-from gateway.store import StorageUnavailable
+from gateway.store.database import StorageUnavailable
 from tests.support import mail, wait_for, write_config
 
 

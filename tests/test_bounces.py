@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import pytest
 
-from gateway.pipeline import process
+from gateway.ops.server import Server
+from gateway.pipeline.process import process
 from gateway.runtime import Runtime
-from gateway.server import Server
 from tests.corpus import CORPUS, REPORTS
 from tests.support import RecordingRelay, mail, smtp_send, wait_for
 

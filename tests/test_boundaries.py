@@ -118,7 +118,7 @@ def test_corpus_and_mix_parse_identically() -> None:
 
 
 def test_installed_by_the_parser() -> None:
-    from gateway.message import parse
+    from gateway.mail.message import parse
 
     boundaries.uninstall()
     parse(b"From: kari@nordby-skole.example\r\n\r\nHei\r\n")

@@ -15,8 +15,9 @@ from freezegun import freeze_time
 from freezegun.api import FrozenDateTimeFactory
 from icalendar import Calendar
 
-from gateway.change_notices import alert_undelivered
-from gateway.changes import (
+from gateway.changes import notices as change_notices
+from gateway.changes.notices import alert_undelivered
+from gateway.changes.plans import (
     ChangeRefused,
     cancel_change,
     complete_change,
@@ -24,9 +25,8 @@ from gateway.changes import (
     reschedule_change,
     send_reminders,
 )
-from gateway.cli import main
-from gateway.outbox import Deliverer
-from gateway.pipeline import process
+from gateway.cli.main import main
+from gateway.pipeline.process import process
 from gateway.runtime import Runtime
 from tests.support import RecordingRelay, mail
 
@@ -72,7 +72,7 @@ def _plan(
 
 
 def _flush(runtime: Runtime) -> None:
-    Deliverer(runtime.config, runtime.store).flush()
+    change_notices.deliverer(runtime.config, runtime.store).flush()
 
 
 def _calendar(message: EmailMessage) -> Calendar:
@@ -321,7 +321,7 @@ def test_notice_refused_by_the_relay_alerts_agents_in_the_same_flush(
     """A 550 for a notice marks it failed and the agents' alert goes out in the same outbox run."""
     _plan(runtime, ["vestland-college"])
     relay.errors.append("550 5.1.1 <servicedesk@vestland-college.example>: mailbox unavailable")
-    report = Deliverer(runtime.config, runtime.store).flush()
+    report = change_notices.deliverer(runtime.config, runtime.store).flush()
     assert (report.failed, report.sent) == (1, 1)
     alert = relay.received[0]
     assert set(alert.rcpt_tos) == LINE_1 and "550 5.1.1" in alert.body and VIC_CHANGE in alert.body

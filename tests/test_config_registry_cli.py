@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import build_parser
-from gateway.config import ConfigError, load_config
-from gateway.registry import RegistryError, parse_registry
+from gateway.cli.main import build_parser
+from gateway.core.config import ConfigError, load_config
+from gateway.directory.registry import RegistryError, parse_registry
 from tests.support import REPO
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from gateway.outbox import Deliverer
-from gateway.queries import show_case
-from gateway.server import Server
+from gateway.ops.queries import show_case
+from gateway.ops.server import Server
+from gateway.outbox.queue import Deliverer
 from tests.support import RecordingRelay, mail, smtp_send, wait_for
 
 KARI = "kari.nordmann@nordby-skole.example"
@@ -154,7 +154,7 @@ def test_relay_down_delays_receipt_until_it_is_back(server: Server, relay: Recor
 
 def test_relay_4xx_defers_and_5xx_fails_visibly(config, relay: RecordingRelay) -> None:  # type: ignore[no-untyped-def]
     """A 451 from the relay defers the mail with backoff; a 550 marks it failed and shows it."""
-    from gateway.pipeline import process
+    from gateway.pipeline.process import process
     from gateway.runtime import Runtime
 
     runtime = Runtime(config)
@@ -178,9 +178,9 @@ def test_outbox_retry_queues_failed_mail_again_all_or_none(
     config_path, relay: RecordingRelay, capsys
 ) -> None:  # type: ignore[no-untyped-def]
     """`gateway outbox retry ID` re-queues 5xx-failed mail with its history noted; a bad id changes nothing."""
-    from gateway.cli import main
-    from gateway.config import load_config
-    from gateway.pipeline import process
+    from gateway.cli.main import main
+    from gateway.core.config import load_config
+    from gateway.pipeline.process import process
     from gateway.runtime import Runtime
 
     runtime = Runtime(load_config(config_path))

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import Config, load_config
-from gateway.pipeline import process
+from gateway.core.config import Config, load_config
+from gateway.ops.server import Server
+from gateway.pipeline.process import process
 from gateway.runtime import Runtime
-from gateway.server import Server
 from tests.corpus import (
     MEMORY_BUDGET_BYTES,
     PIPE_SAMPLE,

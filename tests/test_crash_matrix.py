@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load_config
-from gateway.crashpoints import KILLED
+from gateway.core.config import load_config
+from gateway.core.crashpoints import KILLED
 from tests.faults import (
     GatedRelay,
     Serve,

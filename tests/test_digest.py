@@ -19,14 +19,14 @@ from freezegun import freeze_time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import clock
-from gateway.cli import main
-from gateway.config import ConfigError, load_config
-from gateway.digest import build
-from gateway.figures import AgentFigures, Figures, OpeningHours, latest_period
+from gateway.cli.main import main
+from gateway.core import clock
+from gateway.core.config import ConfigError, load_config
+from gateway.core.workdays import WorkingCalendar
+from gateway.reports.digest import build
+from gateway.reports.figures import AgentFigures, Figures, OpeningHours, latest_period
 from gateway.runtime import Runtime
-from gateway.store import Store
-from gateway.workdays import WorkingCalendar
+from gateway.store.database import Store, open_store
 from tests.digest_support import (
     add_case,
     add_change,
@@ -52,7 +52,7 @@ def config_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def store(config_file: Path) -> Iterator[Store]:
-    opened = load_config(config_file).storage.open()
+    opened = open_store(load_config(config_file).storage)
     yield opened
     opened.close()
 
@@ -153,7 +153,7 @@ def test_targets_come_from_config(tmp_path: Path) -> None:
     path.write_text(
         path.read_text() + "\n[targets]\nnormal = { first_response_minutes = 30 }\n", encoding="utf-8"
     )
-    opened = load_config(path).storage.open()
+    opened = open_store(load_config(path).storage)
     add_case(opened, "Kort frist", oslo(2026, 11, 23, 9, 0))
     opened.close()
     assert breached(agent_figures(path, oslo(2026, 11, 23, 9, 45))) == {("Kort frist", "first-response")}
@@ -269,7 +269,7 @@ def test_customer_digests_never_show_another_organisations_cases(
 ) -> None:
     """Thirty organisations with cases each: every digest holds exactly its own organisation's cases."""
     config_file = digest_config(tmp_path, registry=many_organisations(tmp_path, 30))
-    store = load_config(config_file).storage.open()
+    store = open_store(load_config(config_file).storage)
     own: dict[str, set[int]] = {}
     for n in range(30):
         for k in range(n % 4 + 1):
@@ -301,7 +301,7 @@ def test_each_recipient_gets_their_own_language(tmp_path: Path) -> None:
     config_file = digest_config(tmp_path, registry=many_organisations(tmp_path, 3))
     english = config_file.read_text(encoding="utf-8").replace('language = "nb"', 'language = "en"', 1)
     config_file.write_text(english, encoding="utf-8")
-    store = load_config(config_file).storage.open()
+    store = open_store(load_config(config_file).storage)
     for n in range(3):
         add_case(store, f"Sak {n}", oslo(2026, 11, 23, 9, 0), organization=f"org-{n:02d}")
     digest(config_file, oslo(2026, 11, 24, 6, 0), "--period", "daily", "--to", "customers")

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load_config
-from gateway.server import Server
+from gateway.core.config import load_config
+from gateway.ops.server import Server
+from gateway.store.database import open_store
 from tests.support import RecordingRelay, free_port, mail, smtp_send, wait_for, write_config
 
 KARI = "kari.nordmann@nordby-skole.example"
@@ -37,7 +38,7 @@ def locked_store(tmp_path: Path, relay: RecordingRelay) -> Iterator[Path]:
     text = path.read_text().replace("[smtp]", "[smtp]\n", 1)
     path.write_text(text.replace('path = "', 'busy_timeout_ms = 200\npath = "', 1))
     config = load_config(path)
-    config.storage.open().close()  # schema in place, as on a running installation
+    open_store(config.storage).close()  # schema in place, as on a running installation
     holder = sqlite3.connect(config.storage.database, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     yield path

@@ -6,11 +6,12 @@ import re
 
 import pytest
 
-from gateway import escalation, folding
-from gateway.message import parse
-from gateway.predicates import Facts
-from gateway.rules import compile_when
-from gateway.senders import Sender
+from gateway.cases import escalation
+from gateway.core import folding
+from gateway.directory.who_wrote import Sender
+from gateway.mail.message import parse
+from gateway.rules.engine import compile_when
+from gateway.rules.predicates import Facts
 
 TEXTS = [
     "Trådløst nett (EDUROAM) er nede i BYGG 4, ROM B210, siden kl 08.15 I DAG",

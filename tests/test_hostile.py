@@ -12,13 +12,13 @@ from typing import BinaryIO
 
 import pytest
 
-from gateway import limits
-from gateway.config import Config, load_config
-from gateway.limits import MessageTooComplex
-from gateway.message import parse_unchecked
-from gateway.pipeline import process
+from gateway.core.config import Config, load_config
+from gateway.mail import limits
+from gateway.mail.limits import MessageTooComplex
+from gateway.mail.message import parse_unchecked
+from gateway.ops.server import Server
+from gateway.pipeline.process import process
 from gateway.runtime import Runtime
-from gateway.server import Server
 from tests.corpus import config_for_corpus, ending, half_stored
 from tests.support import mail, smtp_send
 

@@ -17,17 +17,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import gateway.pipeline.steps
 import pytest
+from gateway.flow.context import Result
 
-import gateway.imap_drain
-import gateway.pipeline
-from gateway.config import Config, load_config
-from gateway.imap import FetchWorker, fetch_once
-from gateway.imap_mailbox import Mailbox, mailbox_name
-from gateway.mailbox_lock import MailboxLock
-from gateway.pipeline import Result
-from gateway.server import Server
-from gateway.store import Store
+import gateway.intake.imap_drain
+from gateway.core.config import Config, load_config
+from gateway.intake.imap import FetchWorker, fetch_once
+from gateway.intake.imap_mailbox import Mailbox, mailbox_name
+from gateway.intake.mailbox_lock import MailboxLock
+from gateway.ops.server import Server
+from gateway.store.database import Store, open_store
 from tests.imapserver import Dovecot, dovecot_available, running_dovecot
 from tests.support import REPO, RecordingRelay, mail, wait_for
 
@@ -131,7 +131,7 @@ def test_backlog_drains_into_cases_with_receipts(
     assert dovecot.folder_uids("INBOX") == []
     assert len(dovecot.folder_uids("Processed")) == len(uids)
     assert "\rfetched 2/5" in terminal.getvalue() and "\rfetched 5/5" in terminal.getvalue()
-    store = config.storage.open()
+    store = open_store(config.storage)
     cases = store.query("SELECT requester FROM cases ORDER BY id")
     assert [c["requester"] for c in cases] == [KARI, OLA, SIRI]
     assert receipts(relay) == Counter({KARI: 1, OLA: 1, SIRI: 1})
@@ -226,7 +226,7 @@ def test_changed_uidvalidity_makes_no_duplicates(
         dovecot.append("INBOX", raw)
     assert dovecot.change_uidvalidity("INBOX") != before
     assert fetch_once(config) == 0
-    store = config.storage.open()
+    store = open_store(config.storage)
     assert count(store, "SELECT count(*) FROM cases") == 3
     assert count(store, "SELECT count(*) FROM messages WHERE direction = 'in'") == 3
     again = store.query("SELECT outcome FROM imap_seen WHERE uidvalidity != ?", (before,))
@@ -239,21 +239,21 @@ def test_poison_message_is_quarantined_once_and_filed_as_failed(
     config_path: Path, dovecot: Dovecot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A message that breaks the pipeline goes to quarantine and Failed, once; the rest flows on."""
-    real_parse = gateway.pipeline.parse
+    real_parse = gateway.pipeline.steps.parse
 
     def fragile_parse(raw: bytes, envelope_from: str | None = None) -> Any:
         if b"X-Poison: yes" in raw:
             raise ValueError("cannot digest this one")
         return real_parse(raw, envelope_from)
 
-    monkeypatch.setattr(gateway.pipeline, "parse", fragile_parse)
+    monkeypatch.setattr(gateway.pipeline.steps, "parse", fragile_parse)
     config = with_imap(config_path, dovecot)
     poison = mail(message_id="<poison@nordby-skole.example>", headers={"X-Poison": "yes"})
     # Groups of 1, 2, 4: the poison and its copy share the second group's transaction.
     for raw in (backlog()[0], poison, poison, backlog()[1]):
         dovecot.append("INBOX", raw)
     assert fetch_once(config) == 0
-    store = config.storage.open()
+    store = open_store(config.storage)
     assert count(store, "SELECT count(*) FROM quarantine WHERE source = 'imap'") == 1
     assert count(store, "SELECT count(*) FROM cases") == 2
     assert dovecot.fetch_all("Failed") == {1: poison, 2: poison}
@@ -299,7 +299,7 @@ def test_without_uidplus_copies_and_never_expunges(config_path: Path, tmp_path: 
         assert len(server.folder_uids("Processed")) == 1
         assert fetch_once(config) == 0  # the flagged message is not taken a second time
         assert len(server.folder_uids("Processed")) == 1
-    assert count(config.storage.open(), "SELECT count(*) FROM imap_seen") == 1
+    assert count(open_store(config.storage), "SELECT count(*) FROM imap_seen") == 1
 
 
 def test_concurrent_fetchers_process_each_message_once(
@@ -310,13 +310,13 @@ def test_concurrent_fetchers_process_each_message_once(
     for i in range(20):
         dovecot.append("INBOX", mail(message_id=f"<c{i}@nordby-skole.example>", subject=f"Feil {i}"))
     calls: Counter[bytes] = Counter()
-    real_process_batch = gateway.imap_drain.process_batch
+    real_process_batch = gateway.intake.imap_drain.process_batch
 
     def counting(runtime: Any, items: list[tuple[bytes, str, str | None]]) -> list[Result]:
         calls.update(raw for raw, _source, _sender in items)
         return real_process_batch(runtime, items)
 
-    monkeypatch.setattr(gateway.imap_drain, "process_batch", counting)
+    monkeypatch.setattr(gateway.intake.imap_drain, "process_batch", counting)
     start = threading.Barrier(2)
     codes: list[int] = []
 
@@ -331,7 +331,7 @@ def test_concurrent_fetchers_process_each_message_once(
         thread.join(timeout=60)
     assert codes == [0, 0]
     assert len(calls) == 20 and set(calls.values()) == {1}
-    assert count(config.storage.open(), "SELECT count(*) FROM cases") == 20
+    assert count(open_store(config.storage), "SELECT count(*) FROM cases") == 20
     assert dovecot.folder_uids("INBOX") == []
 
 
@@ -373,7 +373,7 @@ def test_locked_store_leaves_message_unflagged_and_exits_75(
 ) -> None:
     """While another writer holds the database the message stays in the INBOX untouched; later it goes."""
     config = with_imap(config_path, dovecot, storage="busy_timeout_ms = 100")
-    config.storage.open().close()
+    open_store(config.storage).close()
     uid = dovecot.append("INBOX", backlog()[0])
     blocker = sqlite3.connect(config.storage.database, isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
@@ -386,7 +386,7 @@ def test_locked_store_leaves_message_unflagged_and_exits_75(
     assert marks(dovecot, "INBOX") == {uid: frozenset()}
     assert fetch_once(config) == 0
     assert dovecot.folder_uids("INBOX") == []
-    assert count(config.storage.open(), "SELECT count(*) FROM cases") == 1
+    assert count(open_store(config.storage), "SELECT count(*) FROM cases") == 1
 
 
 def test_refused_login_or_unreachable_server_is_a_temporary_failure(
@@ -500,12 +500,12 @@ def test_tls_to_a_server_with_an_internal_ca(
     assert trusted.imap is not None and trusted.imap.ssl == mode
     assert fetch_once(trusted) == 0
     assert tls_dovecot.folder_uids("INBOX") == []
-    stored = count(trusted.storage.open(), "SELECT count(*) FROM messages WHERE direction = 'in'")
+    stored = count(open_store(trusted.storage), "SELECT count(*) FROM messages WHERE direction = 'in'")
     assert stored == 1
 
 
 def test_missing_ca_file_is_a_config_error(config_path: Path, dovecot: Dovecot, tmp_path: Path) -> None:
-    from gateway.config import ConfigError
+    from gateway.core.config import ConfigError
 
     with pytest.raises(ConfigError, match=r"imap\.ca_file: no such file"):
         with_imap(config_path, dovecot, ca_file=str(tmp_path / "nowhere.pem"))

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
-from gateway.incidents import notify, resolve, update
-from gateway.outbox import Deliverer
-from gateway.pipeline import process
-from gateway.queries import show_case
+from gateway.cli.main import main
+from gateway.incidents.detected import notify, resolve, update
+from gateway.ops.queries import show_case
+from gateway.outbox.queue import Deliverer
+from gateway.pipeline.process import process
 from gateway.runtime import Runtime
 from tests.support import RecordingRelay, mail
 

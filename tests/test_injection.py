@@ -14,8 +14,8 @@ from freezegun import freeze_time
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from gateway.config import load_config
-from gateway.pipeline import process
+from gateway.core.config import load_config
+from gateway.pipeline.process import process
 from gateway.runtime import Runtime
 from tests.support import write_config
 

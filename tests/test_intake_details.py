@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway import cli, pipeline
-from gateway.config import load_config
-from gateway.pipeline import process
+from gateway.cli import main as cli
+from gateway.core.config import load_config
+from gateway.pipeline import steps as pipeline
+from gateway.pipeline.process import process
 from gateway.runtime import Runtime
 from tests.support import REPO, RecordingRelay, free_port, mail, write_config
 
@@ -191,7 +192,7 @@ def test_plain_smtp_paths_parse_as_aiosmtpd_parses_them(arg: str) -> None:
     """The listener's fast path for MAIL FROM/RCPT TO answers exactly what aiosmtpd's parser does."""
     from aiosmtpd.smtp import SMTP
 
-    from gateway.smtp import IntakeSMTP
+    from gateway.intake.smtp import IntakeSMTP
 
     ours, theirs = IntakeSMTP(object()), SMTP(object())
     assert ours._getaddr(arg) == theirs._getaddr(arg)
@@ -206,7 +207,7 @@ def test_simple_mailboxes_parse_as_getaddresses_parses_them() -> None:
     from email.policy import compat32
     from email.utils import getaddresses
 
-    from gateway.addresses import _mailboxes
+    from gateway.core.addresses import _mailboxes
     from tests.corpus import corpus_files
 
     values = [
@@ -333,7 +334,7 @@ def test_data_reads_as_aiosmtpd_reads_it(monkeypatch: pytest.MonkeyPatch) -> Non
 
     from aiosmtpd.controller import Controller
 
-    from gateway import smtp
+    from gateway.intake import smtp
 
     received, overruns = [0], [0]
     real_receive, real_read = smtp.IntakeSMTP._receive, asyncio.StreamReader.read

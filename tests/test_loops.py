@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from freezegun import freeze_time
 
-from gateway import clock
-from gateway.config import load_config
-from gateway.outbox import Deliverer
-from gateway.pipeline import process
+from gateway.core import clock
+from gateway.core.config import load_config
+from gateway.outbox.queue import Deliverer
+from gateway.pipeline.process import process
 from gateway.runtime import Runtime
 from tests.support import REPO, RecordingRelay, mail, write_config
 

@@ -8,11 +8,12 @@ from zoneinfo import ZoneInfo
 
 from freezegun import freeze_time
 
-from gateway.changes import plan_change
-from gateway.pipeline import Result, process
-from gateway.queries import show_case
+from gateway.changes.plans import plan_change
+from gateway.flow.context import Result
+from gateway.ops.queries import show_case
+from gateway.ops.server import Server
+from gateway.pipeline.process import process
 from gateway.runtime import Runtime
-from gateway.server import Server
 from tests.support import mail, smtp_send
 
 OSLO = ZoneInfo("Europe/Oslo")
@@ -163,7 +164,7 @@ def test_alert_for_an_unknown_device_is_held_for_triage(runtime: Runtime) -> Non
 
 def test_nav_headers_from_an_unlisted_sender_open_nothing(tmp_path, relay) -> None:  # type: ignore[no-untyped-def]
     """With monitoring.senders set, a forged "Box is down" from anyone else is held, not an incident."""
-    from gateway.config import load_config
+    from gateway.core.config import load_config
     from tests.support import write_config
 
     path = write_config(tmp_path, relay_port=relay.port)

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 from freezegun import freeze_time
 
-from gateway import clock
-from gateway.cli import main
-from gateway.config import Config, load_config
-from gateway.pipeline import process, process_batch
+from gateway.cli.main import main
+from gateway.core import clock
+from gateway.core.config import Config, load_config
+from gateway.pipeline.process import process, process_batch
 from gateway.runtime import Runtime
-from gateway.search import search_cases
-from gateway.store import StorageUnavailable
+from gateway.store.database import StorageUnavailable
+from gateway.store.search import search_cases
 from tests.support import REPO, RecordingRelay, free_port, mail, smtp_send, wait_for, write_config
 
 GATEWAY = [sys.executable, "-m", "gateway"]
@@ -226,8 +226,7 @@ def _delete_messages(conn: sqlite3.Connection, case_id: int | None) -> None:
 
 def test_search_index_follows_in_batches_and_stays_exact(runtime: Runtime) -> None:
     """Mail is indexed behind a watermark; edits and deletes before and after it keep the index exact."""
-    from gateway import search
-
+    from gateway.store import search
     store = runtime.store
     first = process(runtime, mail(subject="Ruteren i gymsalen", body="Ruteren blinker rødt.\n"), "smtp")
     second = process(runtime, mail(subject="Skriveren på biblioteket", body="Papirstopp igjen.\n"), "smtp")
@@ -309,8 +308,7 @@ def test_search_catches_up_across_deleted_ids_in_small_steps(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Catch-up goes on until the mark reaches the newest message, even over a step with no rows left."""
-    from gateway import search
-
+    from gateway.store import search
     monkeypatch.setattr(search, "MOST_AT_ONCE", 1)
     cases = [
         process(runtime, mail(subject=f"Ruter {n}", body="Ruteren i gymsalen.\n"), "smtp") for n in range(3)
@@ -328,8 +326,7 @@ def test_a_broken_search_index_never_stops_intake(
     """Indexing that fails as a corrupt index would is rolled back alone: the batch is still stored."""
     import sqlite3
 
-    from gateway import search
-
+    from gateway.store import search
     def corrupt(conn: sqlite3.Connection, at_least: int = 1) -> int:
         conn.execute("UPDATE search_progress SET indexed_upto = indexed_upto + 1000")  # must not stick
         raise sqlite3.DatabaseError("database disk image is malformed")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.outbox import Deliverer
+from gateway.outbox.queue import Deliverer
 from gateway.runtime import Runtime
 
 

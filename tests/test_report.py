@@ -12,8 +12,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from freezegun import freeze_time
 
-from gateway.cli import main
-from gateway.config import load_config
+from gateway.cli.main import main
+from gateway.core.config import load_config
+from gateway.store.database import open_store
 from tests.digest_support import add_case, add_failed_mail, digest_config
 
 OSLO = ZoneInfo("Europe/Oslo")
@@ -23,7 +24,7 @@ NOW = datetime(2026, 11, 24, 6, 0, tzinfo=OSLO)
 @pytest.fixture
 def config_file(tmp_path: Path) -> Path:
     path = digest_config(tmp_path)
-    store = load_config(path).storage.open()
+    store = open_store(load_config(path).storage)
     add_case(store, "Nettet er nede", datetime(2026, 11, 23, 9, 0, tzinfo=OSLO))
     add_case(store, "Skriver får ikke IP", datetime(2026, 11, 23, 10, 0, tzinfo=OSLO), status="pending")
     add_case(

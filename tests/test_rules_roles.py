@@ -9,10 +9,11 @@ import dkim
 import pytest
 from freezegun import freeze_time
 
-from gateway.config import load_config
-from gateway.outbox import Deliverer
-from gateway.pipeline import Result, process
-from gateway.rules import RuleError, load_rules
+from gateway.core.config import load_config
+from gateway.flow.context import Result
+from gateway.outbox.queue import Deliverer
+from gateway.pipeline.process import process
+from gateway.rules.engine import RuleError, load_rules
 from gateway.runtime import Runtime
 from tests.support import RecordingRelay, dkim_keypair, mail, write_config
 
@@ -258,7 +259,7 @@ def test_missing_escalation_information_is_asked_once_and_completed(rt: Runtime)
 @freeze_time(OPEN)
 def test_first_questions_equal_what_the_stored_case_lacks(rt: Runtime, text: str) -> None:
     """The new-case shortcut asks exactly what reading the stored case back says is missing."""
-    from gateway import case_fields
+    from gateway.cases import case_fields
 
     result = process(rt, mail(sender=KARI, subject="Nettet er nede", body=text), "pipe")
     assert result.outcome == "opened" and result.case_id is not None
@@ -392,8 +393,8 @@ def test_dkim_from_another_domain_does_not_align(rt: Runtime) -> None:
 
 def test_unsigned_mail_is_not_handed_to_dkim(rt: Runtime) -> None:
     """No DKIM-Signature header: no verification (and no key lookup), and the reason says so."""
-    from gateway.auth import authenticate
-    from gateway.message import parse
+    from gateway.mail.auth import authenticate
+    from gateway.mail.message import parse
 
     def no_lookup(name: bytes, timeout: float = 5) -> bytes | None:
         raise AssertionError(f"looked up {name!r} for a mail without a signature")

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 from freezegun import freeze_time
 
-from gateway import clock
-from gateway.cli import main
-from gateway.config import load_config
-from gateway.lock import ServeLock
-from gateway.outbox import Deliverer
-from gateway.pipeline import process, quarantine
+from gateway.cli.main import main
+from gateway.core import clock
+from gateway.core.config import load_config
+from gateway.ops.lock import ServeLock
+from gateway.ops.server import Server
+from gateway.ops.status import collect
+from gateway.outbox.queue import Deliverer
+from gateway.pipeline.process import process, quarantine
 from gateway.runtime import Runtime
-from gateway.server import Server
-from gateway.status import collect
 from tests.support import RecordingRelay, free_port, mail, smtp_send, wait_for
 
 

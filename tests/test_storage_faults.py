@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import load_config
-from gateway.server import Server
+from gateway.core.config import load_config
+from gateway.ops.server import Server
 from tests.corpus import half_stored
 from tests.faults import GatedRelay, Serve, all_sent, copies, inbound, send
 from tests.support import REPO, free_port, mail, wait_for, write_config

@@ -5,13 +5,13 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from gateway.config import Config
-from gateway.pipeline import process
-from gateway.queries import list_cases, show_case
+from gateway.core.config import Config
+from gateway.ops.queries import list_cases, show_case
+from gateway.pipeline.process import process
 from gateway.runtime import Runtime
-from gateway.schema import migrations
-from gateway.search import search_cases
-from gateway.store import Store
+from gateway.store.database import Store
+from gateway.store.schema import migrations
+from gateway.store.search import search_cases
 from tests.support import mail
 
 FIXTURE = Path(__file__).parent / "fixtures" / "schema_v1.sql"

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import holidays
 import pytest
 
-from gateway.workdays import WorkingCalendar
+from gateway.core.workdays import WorkingCalendar
 
 OSLO = ZoneInfo("Europe/Oslo")
 FULL_DAY = 7.5 * 3600  # 08:00-15:30

@@ -9,12 +9,14 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from gateway import committer
-from gateway.child import write_frame
-from gateway.config import Config
-from gateway.pipeline import Item, Result
+from gateway.core.child import write_frame
+from gateway.core.config import Config
+from gateway.flow.context import Result
+from gateway.intake import committer
+from gateway.ops.server import Server
+from gateway.pipeline.process import Item
 from gateway.runtime import Runtime
-from gateway.server import Server
+from gateway.store.database import open_store
 from tests.faults import Serve
 from tests.support import RecordingRelay, mail, smtp_send, wait_for, write_config
 
@@ -195,7 +197,7 @@ def test_a_death_counts_only_against_a_message_the_worker_held_alone(runtime: Ru
     import subprocess
     import sys
 
-    from gateway.store import StorageUnavailable
+    from gateway.store.database import StorageUnavailable
 
     def die_with(pending: list[tuple[list[Item], bool]]) -> list[object]:
         worker = committer.Committer(runtime)
@@ -221,12 +223,12 @@ def test_a_death_counts_only_against_a_message_the_worker_held_alone(runtime: Ru
 
 def test_the_intake_worker_leaves_wal_checkpoints_to_the_other_writers(tmp_path: Path) -> None:
     """Past SQLite's 1,000 pages the intake worker's commits do not checkpoint; the next other writer's does."""
-    from gateway.config import load_config
-    from gateway.store import put_raw
+    from gateway.core.config import load_config
+    from gateway.store.database import put_raw
 
     config = load_config(write_config(tmp_path))
     worker = committer.worker_runtime(config)
-    intake, sender = worker.store, config.storage.open()
+    intake, sender = worker.store, open_store(config.storage)
     database, wal = config.storage.database, Path(f"{config.storage.database}-wal")
     before = database.stat().st_size
     assert committer.CHECKPOINT_PAGES >= 2 * 1500

@@ -1,0 +1,1 @@
+"""Cases: threading, opening and appending, receipts, escalation information, agents by mail."""

@@ -1,0 +1,92 @@
+"""Agents' mail commands (`#status løst`, `#tildel kari`, …): parsed and checked before anything applies."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from gateway.directory.registry import Registry
+
+# Norwegian and English words for the same command, mapped to one name.
+NAMES = {
+    "status": "status", "prioritet": "priority", "priority": "priority", "tildel": "assign",
+    "assign": "assign", "eskaler": "escalate", "escalate": "escalate", "kategori": "category",
+    "category": "category", "intern": "internal", "internal": "internal", "svar": "reply", "reply": "reply",
+}  # fmt: skip
+STATUS = {
+    "løst": "resolved", "lost": "resolved", "resolved": "resolved", "venter": "pending",
+    "pending": "pending", "åpen": "open", "apen": "open", "open": "open", "lukket": "closed",
+    "closed": "closed",
+}  # fmt: skip
+PRIORITY = {
+    "kritisk": "critical", "critical": "critical", "høy": "high", "hoy": "high", "high": "high",
+    "normal": "normal", "lav": "low", "low": "low",
+}  # fmt: skip
+CATEGORY = {
+    "hendelse": "incident", "incident": "incident", "spørsmål": "question", "question": "question",
+    "endring": "change", "change": "change", "utstyr": "equipment", "equipment": "equipment",
+    "annet": "other", "other": "other",
+}  # fmt: skip
+_LINE = re.compile(r"^#(\w+)\s*(.*)$")
+NO_VALUE = ("escalate", "internal", "reply")
+
+
+@dataclass(frozen=True)
+class Command:
+    line: str
+    name: str
+    value: str = ""
+
+
+@dataclass
+class Parsed:
+    commands: list[Command]
+    errors: list[str]
+    text: str
+
+    def has(self, name: str) -> bool:
+        return any(c.name == name for c in self.commands)
+
+
+def _check(name: str, value: str, registry: Registry) -> str | None:
+    """The canonical value, or raise ValueError naming what is wrong."""
+    if name in NO_VALUE:
+        return ""
+    table = {"status": STATUS, "priority": PRIORITY, "category": CATEGORY}.get(name)
+    if table is not None:
+        word = value.strip().lower()
+        if word not in table:
+            raise ValueError(f"unknown value {value!r}; use one of: {', '.join(sorted(set(table)))}")
+        return table[word]
+    agent = registry.agent_by_handle(value.strip().lstrip("@"))
+    if agent is None:
+        raise ValueError(f"no agent called {value!r}")
+    return agent.email
+
+
+def parse(body: str, registry: Registry) -> Parsed:
+    """Commands are the `#` lines at the very top; the first other line starts the answer."""
+    lines = body.splitlines()
+    commands: list[Command] = []
+    errors: list[str] = []
+    index = 0
+    while index < len(lines):
+        line = lines[index].strip()
+        if not line:
+            index += 1
+            continue
+        found = _LINE.match(line)
+        if not found:
+            break
+        index += 1
+        name = NAMES.get(found.group(1).lower())
+        if name is None:
+            errors.append(f"{line}: unknown command")
+            continue
+        try:
+            value = _check(name, found.group(2), registry)
+        except ValueError as exc:
+            errors.append(f"{line}: {exc}")
+            continue
+        commands.append(Command(line, name, value or ""))
+    return Parsed(commands, errors, "\n".join(lines[index:]).strip())

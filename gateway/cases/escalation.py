@@ -1,0 +1,200 @@
+"""The information 2nd line needs before an incident is escalated, found in what customers write."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+
+from gateway.core import folding
+from gateway.directory.who_wrote import Sender
+
+_PHONE = re.compile(r"(?<!\d)(\+47[ ]?)?(\d{2}[ ]?\d{2}[ ]?\d{2}[ ]?\d{2}|\d{3}[ ]?\d{2}[ ]?\d{3})(?!\d)")
+_MAC = re.compile(
+    r"\b[0-9a-f]{2}([:\-])(?:[0-9a-f]{2}\1){4}[0-9a-f]{2}\b|\b[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}\b"
+)
+_WHEN = re.compile(
+    r"\b(i dag|i går|igår|i morges|i formiddag|i ettermiddag|i kveld|i natt|siden|fra kl|kl\.? ?\d|"
+    r"\d{1,2}[:.]\d{2}|\d{1,2}\.\s?(jan|feb|mar|apr|mai|jun|jul|aug|sep|okt|nov|des)|\d{1,2}\.\d{1,2}\.|"
+    r"mandag|tirsdag|onsdag|torsdag|fredag|lørdag|søndag|today|yesterday|this morning|since|"
+    r"monday|tuesday|wednesday|thursday|friday|at \d{1,2}(:\d{2})?|hele tiden|av og til|periodevis)\b",
+)
+_WIRELESS = re.compile(r"\b(trådløs\w*|wifi|wi-fi|wlan|ssid|eduroam|gjestenett\w*|guest ?(network|wifi))\b")
+_WIRED = re.compile(
+    r"\b(kablet|kabel\w*|uttak\w*|veggkontakt\w*|nettverkspunkt\w*|datapunkt\w*|"
+    r"wall socket|wired|ethernet|patch\w*)\b",
+)
+_EDUROAM = re.compile(r"\beduroam\b")
+_GUEST = re.compile(r"\b(gjest\w*|guest)\b")
+_USERNAME = re.compile(r"\b(brukernavn\w*|username|user name|bruker-?id)\b|\b[\w.\-]+@[\w\-]+\.[a-z]{2,}\b")
+_LOCATION = re.compile(
+    r"\b(bygg\w*|bygning\w*|building|blokk|fløy|hus)\b.*?\b(rom|room|kontor|klasserom)\b|"
+    r"\b(rom|room|klasserom)\s*(nr\.?\s*)?[a-z]?\d+",
+    re.S,
+)
+_DEVICE = re.compile(
+    r"\b(windows|mac ?os|macbook|ios|ipad ?os|android|linux|ubuntu|chrome ?os|chromebook|"
+    r"iphone|ipad|pc|laptop|bærbar\w*|stasjonær\w*|nettbrett|skriver\w*|printer)\b",
+)
+_TROUBLESHOOT = re.compile(
+    r"\b(feilsøk\w*|restart\w*|startet \w+ på nytt|omstart|prøvd|sjekket|ipconfig|"
+    r"ping\w*|tracert|traceroute|nav\b|netinfo|tried|checked|rebooted)\b",
+)
+_NETINFO_FIELDS = {"mac", "device", "troubleshooting"}
+# Mail-client signatures name a device that is not the one with the fault.
+_CLIENT_SIGNATURE = re.compile(
+    r"^\s*(sendt fra min \w+.*|sent from my \w+.*|(sendt fra|hent|get) outlook for (ios|android).*|"
+    r"sendt fra e-post for windows.*|sent from mail for windows.*)$",
+    re.I | re.M,
+)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    text: str
+    attachments: list[str]
+    sender: Sender
+
+    def netinfo(self) -> bool:
+        return any(name.lower().startswith("netinfo") for name in self.attachments)
+
+    @cached_property
+    def folded(self) -> str:
+        """The text lower-cased once; every word pattern here is written in lower case."""
+        return folding.fold(self.text)
+
+    @cached_property
+    def phone(self) -> str | None:
+        """The first phone number in the text (two fields want it)."""
+        found = _PHONE.search(self.text)
+        return found.group(0) if found else None
+
+    def search(self, pattern: re.Pattern[str]) -> str | None:
+        found = pattern.search(self.folded)
+        return folding.quote(self.text, self.folded, found) if found else None
+
+
+Detector = Callable[[Evidence], str | None]
+
+
+def _match(pattern: re.Pattern[str]) -> Detector:
+    def detect(evidence: Evidence) -> str | None:
+        quote = evidence.search(pattern)
+        return quote[:60] if quote is not None else None
+
+    return detect
+
+
+def _organisation(evidence: Evidence) -> str | None:
+    org = evidence.sender.organization
+    return org.name if org else None
+
+
+def _contact(evidence: Evidence) -> str | None:
+    org = evidence.sender.organization
+    registered = [
+        c.phone for c in (org.contacts if org else ()) if c.email == evidence.sender.address and c.phone
+    ]
+    if registered:
+        return f"{evidence.sender.address}, {registered[0]}"
+    return f"{evidence.sender.address}, {evidence.phone}" if evidence.phone else None
+
+
+def _description(evidence: Evidence) -> str | None:
+    words = len(evidence.text.split())
+    return f"{words} words" if words >= 15 else None
+
+
+def _connection(evidence: Evidence) -> str | None:
+    return evidence.search(_WIRELESS) or evidence.search(_WIRED)
+
+
+@dataclass(frozen=True)
+class Field:
+    key: str
+    nb: str
+    en: str
+    detect: Detector
+    # Conditional fields are needed only when the case's text mentions what they depend on.
+    needed_when: re.Pattern[str] | None = None
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("organisation", "navn på virksomheten", "the organisation's name", _organisation),
+    Field(
+        "contact",
+        "kontaktperson med navn, e-post og telefonnummer",
+        "a contact person with name, email and phone number",
+        _contact,
+    ),
+    Field(
+        "when",
+        "når feilen oppstod (siste gang, hvis den kommer og går)",
+        "when the fault happened (the last time, if it comes and goes)",
+        _match(_WHEN),
+    ),
+    Field(
+        "description",
+        "en beskrivelse: hva fungerer og hva fungerer ikke, én eller flere brukere",
+        "a description: what works and what does not, one user or several",
+        _description,
+    ),
+    Field(
+        "connection",
+        "trådløst (navn på nettet/SSID) eller kablet (nummeret på veggkontakten)",
+        "wireless (the network name/SSID) or wired (the wall socket's number)",
+        _connection,
+    ),
+    Field(
+        "username",
+        "brukernavnet (gjelder eduroam)",
+        "the user name (for eduroam)",
+        _match(_USERNAME),
+        needed_when=_EDUROAM,
+    ),
+    Field(
+        "guest_phone",
+        "brukerens telefonnummer (gjelder gjestenett med SMS-pålogging)",
+        "the user's phone number (for the guest network with SMS login)",
+        lambda e: e.phone,
+        needed_when=_GUEST,
+    ),
+    Field(
+        "location",
+        "hvor: bygningsnummer eller -navn og romnummer",
+        "where: building number or name, and room",
+        _match(_LOCATION),
+    ),
+    Field("mac", "MAC-adressen til enheten", "the device's MAC address", _match(_MAC)),
+    Field("device", "operativsystem og type enhet", "operating system and device type", _match(_DEVICE)),
+    Field(
+        "troubleshooting",
+        "hva den grunnleggende feilsøkingen viste (legg gjerne ved netinfo.log)",
+        "what the basic troubleshooting found (attach netinfo.log if you have it)",
+        _match(_TROUBLESHOOT),
+    ),
+)
+BY_KEY = {f.key: f for f in FIELDS}
+
+
+def found_in(evidence: Evidence) -> dict[str, str]:
+    """Fields this one message supplies, with a short quote of what showed it."""
+    present: dict[str, str] = {}
+    evidence = Evidence(_CLIENT_SIGNATURE.sub("", evidence.text), evidence.attachments, evidence.sender)
+    for field in FIELDS:
+        quote = field.detect(evidence)
+        if quote is None and field.key in _NETINFO_FIELDS and evidence.netinfo():
+            quote = "netinfo.log attached"
+        if quote is not None:
+            present[field.key] = quote
+    return present
+
+
+def required(case_text: str) -> list[Field]:
+    folded = folding.fold(case_text)
+    return [f for f in FIELDS if f.needed_when is None or f.needed_when.search(folded)]
+
+
+def missing(case_text: str, present: set[str]) -> list[Field]:
+    return [f for f in required(case_text) if f.key not in present]

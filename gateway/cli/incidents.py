@@ -1,0 +1,61 @@
+"""`gateway incident …`: incidents the centre found itself, announced to the customer."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+from collections.abc import Callable
+from typing import Any
+
+from gateway.cli.common import run_action
+from gateway.core.config import Config
+from gateway.incidents.detected import CaseNotFound, IncidentRefused, notify, resolve, update
+from gateway.runtime import Runtime
+
+
+def _run(config: Config, action: Callable[[Runtime], str]) -> int:
+    return run_action(config, action, (IncidentRefused,), (CaseNotFound,))
+
+
+def cmd_notify(config: Config, args: argparse.Namespace) -> int:
+    def action(runtime: Runtime) -> str:
+        case_id = notify(runtime, args.org, args.title, args.description, getpass.getuser())
+        return f"opened {config.service.case_prefix}#{case_id}; notice queued to the incidents contacts"
+
+    return _run(config, action)
+
+
+def cmd_update(config: Config, args: argparse.Namespace) -> int:
+    def action(runtime: Runtime) -> str:
+        update(runtime, args.case, args.message, getpass.getuser())
+        return f"update queued for {config.service.case_prefix}#{args.case}"
+
+    return _run(config, action)
+
+
+def cmd_resolve(config: Config, args: argparse.Namespace) -> int:
+    def action(runtime: Runtime) -> str:
+        resolve(runtime, args.case, args.message, getpass.getuser())
+        return f"{config.service.case_prefix}#{args.case} resolved; all-clear queued"
+
+    return _run(config, action)
+
+
+def add_commands(top: Any) -> None:
+    """The `gateway incident …` group."""
+    group = top.add_parser("incident", help="incidents the centre detects").add_subparsers(
+        dest="action", required=True
+    )
+    notify_p = group.add_parser("notify", help="open an incident case and notify the incidents contacts")
+    notify_p.set_defaults(handler=cmd_notify)
+    notify_p.add_argument("--org", required=True, help="organisation id from the registry")
+    notify_p.add_argument("--title", required=True)
+    notify_p.add_argument("--description", default="")
+    update_p = group.add_parser("update", help="send a follow-up in the incident's thread")
+    update_p.set_defaults(handler=cmd_update)
+    update_p.add_argument("case", type=int)
+    update_p.add_argument("--message", required=True)
+    resolve_p = group.add_parser("resolve", help="resolve the incident and send the all-clear")
+    resolve_p.set_defaults(handler=cmd_resolve)
+    resolve_p.add_argument("case", type=int)
+    resolve_p.add_argument("--message", default="")

@@ -1,0 +1,1 @@
+"""Foundations every layer uses: the clock, addresses, working days, configuration and logging."""

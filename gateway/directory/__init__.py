@@ -1,0 +1,1 @@
+"""Who is who: the contact registry and who wrote a message."""

@@ -1,0 +1,1 @@
+"""What one message carries through the pipeline's steps, and how its journey ended."""

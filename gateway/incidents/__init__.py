@@ -1,0 +1,1 @@
+"""Incidents the centre detects: monitoring (NAV) alerts and the notices they lead to."""

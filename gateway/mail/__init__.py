@@ -1,0 +1,1 @@
+"""Reading one inbound message: parsing, limits, screening, sender authentication and quotes."""

@@ -1,0 +1,1 @@
+"""The words of outgoing mail: Jinja2 templates by language, audience and event."""

@@ -1,0 +1,1 @@
+"""Running the service: serve and its worker processes, status, backup, retention and metrics."""

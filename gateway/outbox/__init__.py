@@ -1,0 +1,1 @@
+"""Mail we send: queued inside the case transaction, then delivered with retries."""

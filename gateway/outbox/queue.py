@@ -1,0 +1,399 @@
+"""The outbox: mail we send is queued in the case's transaction, then delivered with retries."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import os
+import quopri
+import smtplib
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, formataddr
+from typing import Any
+
+from gateway.core import clock
+from gateway.core.config import Config
+from gateway.core.crashpoints import crashpoint
+from gateway.mail.screening import LOOP_HEADER
+from gateway.store.case_rows import record
+from gateway.store.database import StorageUnavailable, Store
+
+log = logging.getLogger("gateway.outbox")
+# Deliveries recorded per transaction; bounds how many a crash can make us send a second time.
+SENT_BATCH = 50
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One mail to send; every header we emit is decided here, never in a template."""
+
+    kind: str
+    to: list[str]
+    subject: str
+    body: str
+    cc: list[str] = field(default_factory=list)
+    in_reply_to: str = ""
+    references: list[str] = field(default_factory=list)
+    auto_submitted: str = ""
+    reply_to: str = ""
+    from_name: str = ""
+    attachments: list[tuple[str, str, bytes]] = field(default_factory=list)  # name, mime, data
+    html: str = ""  # an HTML alternative to the text body, for digests
+
+
+def _one_line(value: str) -> str:
+    # Text from customers reaches headers (subjects, names): CR/LF must never start a new header.
+    return " ".join(value.split())
+
+
+def _header_line(name: str, value: str) -> bytes:
+    if value.isascii():
+        if len(name) + len(value) < 77:  # most headers: nothing to fold
+            return f"{name}: {value}\r\n".encode("ascii")
+        words, lines, line = value.split(" "), [], f"{name}:"
+        for word in words:  # fold at spaces so no line passes 78 characters where it can be helped
+            if len(line) + 1 + len(word) > 78 and line != f"{name}:":
+                lines.append(line)
+                line = ""
+            line += " " + word
+        lines.append(line)
+        return ("\r\n".join(lines) + "\r\n").encode("ascii")
+    return f"{name}: {_encoded_words(value)}\r\n".encode("ascii")
+
+
+def _encoded_words(value: str) -> str:
+    """RFC 2047 base64 words of at most 45 bytes, never splitting a UTF-8 character."""
+    data, words, start = value.encode("utf-8"), [], 0
+    while start < len(data):
+        end = min(start + 45, len(data))
+        while end < len(data) and data[end] & 0xC0 == 0x80:
+            end -= 1  # back off to the first byte of the character that would be cut
+        words.append(data[start:end])
+        start = end
+    return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w).decode('ascii')}?=" for w in words or [b""])
+
+
+def _plain(config: Config, mail: Outgoing, message_id: str) -> bytes:
+    """A text/plain mail built by hand: the email package's header policy costs milliseconds per mail."""
+    service = config.service
+    headers = [
+        ("From", formataddr((_one_line(mail.from_name or service.name), service.address), charset="utf-8")),
+        ("To", ", ".join(mail.to)),
+        *([("Cc", ", ".join(mail.cc))] if mail.cc else []),
+        ("Subject", _one_line(mail.subject)),
+        ("Date", format_datetime(clock.now())),
+        ("Message-ID", message_id),
+        *([("In-Reply-To", mail.in_reply_to)] if mail.in_reply_to else []),
+        *([("References", " ".join(mail.references[-20:]))] if mail.references else []),
+        *([("Reply-To", mail.reply_to)] if mail.reply_to else []),
+        *([("Auto-Submitted", mail.auto_submitted)] if mail.auto_submitted else []),
+        (LOOP_HEADER, service.address),
+        ("MIME-Version", "1.0"),
+        ("Content-Type", 'text/plain; charset="utf-8"'),
+        ("Content-Transfer-Encoding", "quoted-printable"),
+    ]
+    head = b"".join(_header_line(name, value) for name, value in headers)
+    text = mail.body.replace("\r\n", "\n").encode("utf-8")
+    body = quopri.encodestring(text).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    return head + b"\r\n" + body
+
+
+def compose(config: Config, mail: Outgoing) -> tuple[str, bytes]:
+    """Build the bytes of an outgoing mail; returns (Message-ID, raw)."""
+    service = config.service
+    message_id = clock.new_message_id(service.domain)
+    plain_addresses = all(a.isascii() for a in [*mail.to, *mail.cc, mail.reply_to])
+    if not mail.html and not mail.attachments and plain_addresses:
+        return message_id, _plain(config, mail, message_id)
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = formataddr((mail.from_name or service.name, service.address))
+    msg["To"] = ", ".join(mail.to)
+    if mail.cc:
+        msg["Cc"] = ", ".join(mail.cc)
+    # Subjects can carry text from the customer: never let it fold into a new header.
+    msg["Subject"] = " ".join(mail.subject.split())
+    msg["Date"] = format_datetime(clock.now())
+    msg["Message-ID"] = message_id
+    if mail.in_reply_to:
+        msg["In-Reply-To"] = mail.in_reply_to
+    if mail.references:
+        msg["References"] = " ".join(mail.references[-20:])
+    if mail.reply_to:
+        msg["Reply-To"] = mail.reply_to
+    if mail.auto_submitted:
+        msg["Auto-Submitted"] = mail.auto_submitted
+    msg[LOOP_HEADER] = service.address
+    msg.set_content(mail.body, charset="utf-8")
+    if mail.html:
+        msg.add_alternative(mail.html, subtype="html", charset="utf-8")
+    for name, mime, data in mail.attachments:
+        maintype, _, subtype = mime.partition("/")
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+    return message_id, msg.as_bytes()
+
+
+def enqueue(conn: sqlite3.Connection, config: Config, mail: Outgoing, case_id: int | None) -> str:
+    """Queue a mail inside the caller's transaction; its Message-ID joins the case's thread."""
+    message_id, raw = compose(config, mail)
+    now = clock.iso()
+    recipients = sorted(set(mail.to + mail.cc))
+    conn.execute(
+        "INSERT INTO outbox (message_id, case_id, kind, mail_from, recipients, raw, status,"
+        " next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+        (message_id, case_id, mail.kind, config.service.address, json.dumps(recipients), raw, now, now),
+    )
+    if case_id is not None:
+        conn.execute(
+            "INSERT OR IGNORE INTO message_refs (message_id, case_id) VALUES (?, ?)",
+            (message_id, case_id),
+        )
+    return message_id
+
+
+@dataclass
+class FlushReport:
+    sent: int = 0
+    deferred: int = 0
+    failed: int = 0
+
+    def __str__(self) -> str:
+        return f"sent {self.sent}, deferred {self.deferred}, failed {self.failed}"
+
+
+class _Temporary(Exception):
+    pass
+
+
+class _Permanent(Exception):
+    pass
+
+
+class Deliverer:
+    """Takes due outbox rows to the relay (or to .eml files when there is no relay)."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        on_failed: Callable[[sqlite3.Connection], object] | None = None,
+    ) -> None:
+        # Called inside the transaction that marks a mail failed for good: the caller wires in who
+        # must hear of it (gateway.changes.notices.delivery_failed_hook); the outbox knows no kinds.
+        self.on_failed = on_failed
+        self.config = config
+        self.store = store
+        self._smtp: smtplib.SMTP | None = None
+        # Mail the relay took that the store could not yet record as sent (disk full, read-only):
+        # recorded before anything else is sent, so a sick store never makes us send it again.
+        self._unrecorded: list[int] = []
+
+    def due(self, limit: int = 200) -> list[dict[str, Any]]:
+        return self.store.query(
+            "SELECT id, message_id, kind, mail_from, recipients, raw, attempts FROM outbox"
+            " WHERE status = 'queued' AND next_attempt_at <= ? ORDER BY id LIMIT ?",
+            (clock.iso(), limit),
+        )
+
+    def flush(self, paused: Callable[[], bool] = lambda: False) -> FlushReport:
+        """Deliver everything due now; a relay that is down defers, it never drops.
+
+        `paused` is asked before each mail, so a stopping server ends between two sends.
+        """
+        report = FlushReport()
+        sent = self._unrecorded
+        try:
+            self._mark_sent(sent)
+            while not paused():
+                rows = self.due()
+                if not rows:
+                    break
+                for row in rows:
+                    if paused():
+                        break
+                    if self._attempt(row, report):
+                        sent.append(int(row["id"]))
+                    if len(sent) >= SENT_BATCH:
+                        self._mark_sent(sent)
+                self._mark_sent(sent)
+                if report.deferred and not report.sent:
+                    break
+        finally:
+            self._close()
+            self._mark_sent(sent)
+        return report
+
+    def _mark_sent(self, ids: list[int]) -> None:
+        """Record deliveries in one transaction per batch: a crash before it resends that batch once."""
+        if not ids:
+            return
+        with self.store.write() as conn:
+            conn.executemany(
+                "UPDATE outbox SET status = 'sent', attempts = attempts + 1, last_error = '', sent_at = ?"
+                " WHERE id = ?",
+                [(clock.iso(), row_id) for row_id in ids],
+            )
+        ids.clear()
+
+    def _attempt(self, row: dict[str, Any], report: FlushReport) -> bool:
+        """Try one mail; True when the relay took it (the caller records that in a batch)."""
+        raw = bytes(row["raw"])
+        recipients = json.loads(str(row["recipients"]))
+        try:
+            self._send(str(row["mail_from"]), recipients, raw, str(row["message_id"]))
+        except _Permanent as exc:
+            self._mark(row, "failed", str(exc))
+            report.failed += 1
+            log.warning("outbox %s %s failed: %s", row["id"], row["message_id"], exc)
+        except _Temporary as exc:
+            self._defer(row, str(exc))
+            report.deferred += 1
+            log.info("outbox %s %s deferred: %s", row["id"], row["message_id"], exc)
+        else:
+            crashpoint("after-relay-250")
+            report.sent += 1
+            return True
+        return False
+
+    def _send(self, mail_from: str, recipients: list[str], raw: bytes, message_id: str) -> None:
+        relay = self.config.relay
+        if relay is None:
+            self._write_file(raw, message_id)
+            return
+        try:
+            if self._smtp is None:
+                self._smtp = smtplib.SMTP(relay.host, relay.port, timeout=relay.timeout)
+            refused = self._smtp.sendmail(mail_from, recipients, raw)
+        except smtplib.SMTPRecipientsRefused as exc:
+            self._classify(exc.recipients)
+            return
+        except smtplib.SMTPResponseException as exc:
+            self._close()
+            error = exc.smtp_error
+            reason = (
+                f"{exc.smtp_code} {error.decode(errors='replace') if isinstance(error, bytes) else error}"
+            )
+            if 400 <= exc.smtp_code < 500:
+                raise _Temporary(reason) from None
+            raise _Permanent(reason) from None
+        except (OSError, smtplib.SMTPException) as exc:
+            self._close()
+            raise _Temporary(f"relay unavailable: {exc}") from None
+        if refused:
+            # Some recipients took it; the refused ones are recorded, the mail counts as sent.
+            log.warning("outbox %s partly refused: %s", message_id, refused)
+
+    @staticmethod
+    def _classify(refused: dict[str, tuple[int, bytes]]) -> None:
+        codes = [code for code, _ in refused.values()]
+        reason = "; ".join(
+            f"{rcpt}: {code} {msg.decode(errors='replace')}" for rcpt, (code, msg) in refused.items()
+        )
+        if all(500 <= c < 600 for c in codes):
+            raise _Permanent(reason)
+        raise _Temporary(reason)
+
+    def _write_file(self, raw: bytes, message_id: str) -> None:
+        folder = self.config.storage.outgoing
+        folder.mkdir(parents=True, exist_ok=True)
+        name = message_id.strip("<>").replace("/", "_") + ".eml"
+        tmp = folder / f".{name}.tmp"
+        with open(tmp, "wb") as handle:
+            handle.write(raw)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, folder / name)
+
+    def _close(self) -> None:
+        if self._smtp is not None:
+            with contextlib.suppress(OSError, smtplib.SMTPException):
+                self._smtp.quit()
+            self._smtp = None
+
+    def _mark(self, row: dict[str, Any], status: str, error: str) -> None:
+        with self.store.write() as conn:
+            conn.execute(
+                "UPDATE outbox SET status = ?, attempts = attempts + 1, last_error = ?,"
+                " sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE id = ?",
+                (status, error, status, clock.iso(), row["id"]),
+            )
+            if status == "failed" and self.on_failed is not None:
+                self.on_failed(conn)  # e.g. a failed change notice must reach an agent at once
+
+    def _defer(self, row: dict[str, Any], error: str) -> None:
+        relay = self.config.relay
+        attempts = int(row["attempts"]) + 1
+        if relay is not None and attempts >= relay.max_attempts:
+            self._mark(row, "failed", f"gave up after {attempts} attempts: {error}")
+            return
+        initial = relay.retry_initial_seconds if relay else 60.0
+        ceiling = relay.retry_max_seconds if relay else 3600.0
+        delay = min(initial * (2 ** (attempts - 1)), ceiling)
+        with self.store.write() as conn:
+            conn.execute(
+                "UPDATE outbox SET attempts = ?, last_error = ?, next_attempt_at = ? WHERE id = ?",
+                (attempts, error, clock.iso(clock.now() + timedelta(seconds=delay)), row["id"]),
+            )
+
+
+class NotFailed(Exception):
+    """An outbox row that is not failed: `outbox retry` changes nothing then."""
+
+
+class NoSuchMail(LookupError):
+    """An outbox id that does not exist."""
+
+
+def retry_failed(store: Store, ids: list[int], actor: str) -> list[dict[str, Any]]:
+    """Queue failed mail again, all of it or none, each noted in its case's history.
+
+    For mail the relay refused for good (5xx) after the cause was fixed: a change notice to a
+    mailbox that did not exist yet, a relay that rejected us by mistake. The attempts count starts
+    over, so the retry gets the full backoff; the old error stays in the history.
+    """
+
+    with store.write() as conn:
+        rows = []
+        for row_id in ids:
+            # store.one reads on `conn`, the connection this transaction holds.
+            row = store.one(
+                "SELECT id, case_id, kind, status, recipients, attempts, last_error FROM outbox WHERE id = ?",
+                (row_id,),
+            )
+            if row is None:
+                raise NoSuchMail(f"outbox {row_id}: no such mail")
+            if row["status"] != "failed":
+                raise NotFailed(f"outbox {row_id}: status is {row['status']}, only failed mail is retried")
+            rows.append(row)
+        for row in rows:
+            conn.execute(
+                "UPDATE outbox SET status = 'queued', attempts = 0, next_attempt_at = ? WHERE id = ?",
+                (clock.iso(), row["id"]),
+            )
+            record(
+                conn,
+                row["case_id"],
+                actor,
+                "outbox-retry",
+                f"outbox {row['id']} ({row['kind']}) to {', '.join(json.loads(row['recipients']))}",
+                f"failed after {row['attempts']} attempt(s): {row['last_error']}",
+            )
+    return rows
+
+
+def retry_now(store: Store) -> int:
+    """Make every deferred mail due at once (an operator's `outbox flush --now`)."""
+    try:
+        with store.write() as conn:
+            cursor = conn.execute(
+                "UPDATE outbox SET next_attempt_at = ? WHERE status = 'queued'", (clock.iso(),)
+            )
+            return cursor.rowcount
+    except StorageUnavailable:
+        return 0

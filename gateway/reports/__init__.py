@@ -1,0 +1,1 @@
+"""Overviews: the digests and the figures behind them."""

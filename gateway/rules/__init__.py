@@ -1,0 +1,1 @@
+"""Rules as data: rules/*.toml compiled into checks, and the predicates they may name."""
