@@ -26,12 +26,14 @@ test: setup
 	bash .ci/install-dovecot
 	bash .ci/install-chromium
 	$(BIN)/ruff check gateway tests bench
+	$(BIN)/lint-imports
 	$(BIN)/mypy gateway
 	$(BIN)/pytest -q
 
 lint: setup
 	$(BIN)/ruff check gateway tests bench
 	$(BIN)/ruff format --check gateway
+	$(BIN)/lint-imports
 
 typecheck: setup
 	$(BIN)/mypy gateway

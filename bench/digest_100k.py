@@ -27,10 +27,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from gateway import clock  # noqa: E402
-from gateway.config import load_config  # noqa: E402
-from gateway.digest import build  # noqa: E402
-from gateway.figures import Figures, latest_period  # noqa: E402
-from gateway.report import as_json, csv_rows, print_tables  # noqa: E402
+from gateway.core.config import load_config  # noqa: E402
+from gateway.reports.digest import build  # noqa: E402
+from gateway.reports.figures import Figures, latest_period  # noqa: E402
+from gateway.reports.tables import as_json, csv_rows, print_tables  # noqa: E402
 from gateway.runtime import Runtime  # noqa: E402
 from tests.support import write_config  # noqa: E402
 

@@ -134,8 +134,12 @@ def process_role(pid: int) -> str:
     except OSError:
         return "other"
     # Module names of today's tree and of refs from before the subpackages (`--ref`).
-    modules = {b"gateway.intake.committer": "committer", b"gateway.committer": "committer",
-               b"gateway.ops.delivery_worker": "sender", b"gateway.sender": "sender"}
+    modules = {
+        b"gateway.intake.committer": "committer",
+        b"gateway.committer": "committer",
+        b"gateway.ops.delivery_worker": "sender",
+        b"gateway.sender": "sender",
+    }
     for arg in argv:
         if arg in modules:
             return modules[arg]

@@ -17,12 +17,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import gateway.pipeline.steps
 import pytest
-from gateway.flow.context import Result
 
 import gateway.intake.imap_drain
+import gateway.pipeline.steps
 from gateway.core.config import Config, load_config
+from gateway.flow.context import Result
 from gateway.intake.imap import FetchWorker, fetch_once
 from gateway.intake.imap_mailbox import Mailbox, mailbox_name
 from gateway.intake.mailbox_lock import MailboxLock

@@ -237,6 +237,7 @@ def cmd_rules_check(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_rules_explain(config: Config, args: argparse.Namespace) -> int:
     from gateway.pipeline.explain import explain
+
     runtime = Runtime(config)
     report = explain(runtime, Path(args.file).read_bytes())
     if args.json:

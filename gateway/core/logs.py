@@ -24,6 +24,7 @@ class Outcome(Protocol):
     @property
     def message_id(self) -> str: ...
 
+
 # The fields a message line carries; the JSON format puts them at the top level.
 MESSAGE_FIELDS = ("message_id", "case", "outcome", "reason", "source")
 

@@ -149,7 +149,5 @@ def _send(
         references=[first[0]] if first else [],
     )
     message_id = enqueue(conn, runtime.config, mail, case["id"])
-    record(
-        conn, case["id"], actor, "notice-queued", event, f"to {', '.join(contacts)} as {message_id}"
-    )
+    record(conn, case["id"], actor, "notice-queued", event, f"to {', '.join(contacts)} as {message_id}")
     return message_id

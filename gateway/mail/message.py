@@ -15,7 +15,6 @@ from typing import Any
 
 import mailparser
 
-from gateway import boundaries
 from gateway.core.addresses import parse_mailboxes
 from gateway.mail import limits
 from gateway.mail.limits import MessageTooComplex
@@ -258,7 +257,6 @@ def _clean_view(msg: Message) -> tuple[str, list[str]] | None:
 
 
 def _parse(raw: bytes, envelope_from: str | None) -> InboundMessage:
-    boundaries.install()  # once per process in effect: later calls find it in place
     # A UTF-8 byte-order mark before the first header hides every header from the parser;
     # the raw bytes are still kept exactly as they came.
     msg = email.message_from_bytes(raw[len(_BOM) :] if raw.startswith(_BOM) else raw, policy=compat32)
