@@ -686,7 +686,16 @@ class Gateway:
     def start(self, timeout: float = 60.0) -> Gateway:
         self.log = open(self.log_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [str(GATEWAY_BIN), "--config", str(self.config), "serve", "--port", str(self.port)],
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                "--config",
+                str(self.config),
+                "serve",
+                "--port",
+                str(self.port),
+            ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
             cwd=self.config.parent,
@@ -1121,7 +1130,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.messages < 1 or args.connections < 1:
         parser.error("--messages and --connections must be at least 1")
-    if not GATEWAY_BIN.exists():
+    if not GATEWAY_BIN.exists():  # `python -m gateway` below needs the project's dependencies
         parser.error(f"{GATEWAY_BIN} not found: run with the project's .venv/bin/python")
     try:
         results = run(args)

@@ -80,41 +80,10 @@ def open_case(
     linked: int | None = None,
     existing_row: int | None = None,
 ) -> Result:
+    """A new case from this message: history, receipt (asking once for what is missing), alerts."""
     d, sender, now = ctx.decision, ctx.sender, clock.iso()
-    org = sender.organization.id if sender.organization else None
-    subject = clean_subject(ctx.message.subject, runtime.config.service.case_prefix)
-    cursor = conn.execute(
-        "INSERT INTO cases (subject, status, category, priority, queue, organization, requester,"
-        " requester_name, language, linked_case, created_at, updated_at)"
-        " VALUES (?, 'new', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            subject,
-            d.category,
-            d.priority,
-            d.queue,
-            org,
-            sender.address,
-            sender.name,
-            language_for(runtime, ctx),
-            linked,
-            now,
-            now,
-        ),
-    )
-    case_id = int(cursor.lastrowid or 0)
-    if existing_row is None:
-        row = store_message(conn, ctx, key, case_id, "case", "opened the case")
-    else:  # a message kept aside earlier (awaiting confirmation) now opens the case
-        row = existing_row
-        conn.execute(
-            "UPDATE messages SET case_id = ?, disposition = 'case', reason = 'opened the case' WHERE id = ?",
-            (case_id, row),
-        )
-        if ctx.message.message_id:
-            conn.execute(
-                "INSERT OR IGNORE INTO message_refs (message_id, case_id) VALUES (?, ?)",
-                (ctx.message.message_id, case_id),
-            )
+    case_id = _insert_case(runtime, conn, ctx, linked, now)
+    row = _opening_message(conn, ctx, key, case_id, existing_row)
     opened = f"category={d.category} priority={d.priority} queue={d.queue}"
     conn.executemany(
         EVENT_INSERT,
@@ -152,6 +121,53 @@ def open_case(
     if sender.kind != "agent":
         agents.notify(runtime, conn, case_id, "new-case", ctx, lacking)
     return Result("opened", rules_why, case_id, ctx.message.message_id, sent)
+
+
+def _insert_case(
+    runtime: Runtime, conn: sqlite3.Connection, ctx: Context, linked: int | None, now: str
+) -> int:
+    """The case row itself, from what the rules decided and who wrote."""
+    d, sender = ctx.decision, ctx.sender
+    org = sender.organization.id if sender.organization else None
+    subject = clean_subject(ctx.message.subject, runtime.config.service.case_prefix)
+    cursor = conn.execute(
+        "INSERT INTO cases (subject, status, category, priority, queue, organization, requester,"
+        " requester_name, language, linked_case, created_at, updated_at)"
+        " VALUES (?, 'new', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            subject,
+            d.category,
+            d.priority,
+            d.queue,
+            org,
+            sender.address,
+            sender.name,
+            language_for(runtime, ctx),
+            linked,
+            now,
+            now,
+        ),
+    )
+    return int(cursor.lastrowid or 0)
+
+
+def _opening_message(
+    conn: sqlite3.Connection, ctx: Context, key: str, case_id: int, existing_row: int | None
+) -> int:
+    """The stored row of the message that opens a case: new, or one kept aside until now."""
+    if existing_row is None:
+        return store_message(conn, ctx, key, case_id, "case", "opened the case")
+    # A message kept aside earlier (awaiting confirmation) now opens the case.
+    conn.execute(
+        "UPDATE messages SET case_id = ?, disposition = 'case', reason = 'opened the case' WHERE id = ?",
+        (case_id, existing_row),
+    )
+    if ctx.message.message_id:
+        conn.execute(
+            "INSERT OR IGNORE INTO message_refs (message_id, case_id) VALUES (?, ?)",
+            (ctx.message.message_id, case_id),
+        )
+    return existing_row
 
 
 def _append(runtime: Runtime, conn: sqlite3.Connection, ctx: Context, key: str, rules_why: str) -> Result:
