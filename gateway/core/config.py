@@ -88,6 +88,8 @@ class AuthConfig:
     verify_dkim: bool = True
     # Mail from an agent's address counts as the agent's only when it authenticates.
     require_for_agents: bool = True
+    # Test-only: a zone file of `selector._domainkey.domain TXT "..."` lines used instead of DNS.
+    dkim_keys_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -306,6 +308,16 @@ def _monitoring(data: dict[str, Any]) -> MonitoringConfig:
         raise ConfigError(f"monitoring.senders: {exc}") from None
 
 
+def _auth(section: dict[str, Any], base: Path) -> AuthConfig:
+    auth: AuthConfig = _build(AuthConfig, "auth", section)
+    if not auth.dkim_keys_file:
+        return auth
+    keys = base / auth.dkim_keys_file  # an absolute path stays as it is
+    if not keys.is_file():
+        raise ConfigError(f"auth.dkim_keys_file: no such file: {keys}")
+    return replace(auth, dkim_keys_file=str(keys))
+
+
 def parse_config(data: dict[str, Any], base: Path, source: Path | None = None) -> Config:
     """Turn TOML data into a Config; relative paths are taken from `base`."""
     known = {"service", "storage", "smtp", "relay", "registry", "imap", "paths", "auth", "targets"}
@@ -343,7 +355,7 @@ def parse_config(data: dict[str, Any], base: Path, source: Path | None = None) -
         if imap is not None and imap.password_file
         else imap,
         targets=_targets(_section(data, "targets")),
-        auth=_build(AuthConfig, "auth", _section(data, "auth")),
+        auth=_auth(_section(data, "auth"), base),
         **_operations(data),
         monitoring=_monitoring(data),
         rules_dir=rooted(Path(paths.get("rules", "rules"))),
