@@ -197,3 +197,19 @@ def dkim_keypair() -> tuple[bytes, bytes]:
         ["openssl", "rsa", "-pubout", "-outform", "DER"], input=key, capture_output=True, check=True
     ).stdout
     return key, b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
+
+
+def write_trusting_config(tmp: Path, relay_port: int, keys: dict[str, bytes], sections: str = "") -> Path:
+    """A config whose every process (serve's workers too) reads DKIM keys from a zone file.
+
+    keys maps `selector._domainkey.domain` to its TXT record; the MTA's authserv-id is
+    mx.service.example; `sections` is more TOML appended as it is.
+    """
+    zone = tmp / "dkim-keys.zone"
+    zone.write_text("".join(f'{name}. TXT "{record.decode("ascii")}"\n' for name, record in keys.items()))
+    path = write_config(tmp, relay_port=relay_port)
+    with path.open("a", encoding="utf-8") as out:
+        out.write(
+            '\n[auth]\nauthserv_id = "mx.service.example"\ndkim_keys_file = "dkim-keys.zone"\n' + sections
+        )
+    return path

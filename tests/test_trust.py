@@ -15,7 +15,7 @@ import pytest
 from gateway.core.config import load_config
 from gateway.mail.auth import aligned
 from gateway.ops.server import Server
-from tests.support import RecordingRelay, dkim_keypair, mail, smtp_send, wait_for, write_config
+from tests.support import RecordingRelay, dkim_keypair, mail, smtp_send, wait_for, write_trusting_config
 
 KARI = "Kari Nordmann <kari.nordmann@nordby-skole.example>"
 ORDER = "Bestilling: VLAN 40 på port 7"
@@ -28,24 +28,10 @@ def key() -> tuple[bytes, bytes]:
     return dkim_keypair()
 
 
-def trusting_config(tmp: Path, relay: RecordingRelay, record: bytes) -> Path:
-    """A config whose every process reads DKIM keys from a zone file, and whose MTA is OURS."""
-    zone = tmp / "dkim-keys.zone"
-    text = record.decode("ascii")
-    zone.write_text(
-        f'sel1._domainkey.nordby-skole.example. TXT "{text}"\n# the parent of every .example domain\n'
-        f's._domainkey.example TXT "{text}"\n',
-        encoding="utf-8",
-    )
-    path = write_config(tmp, relay_port=relay.port)
-    with path.open("a", encoding="utf-8") as out:
-        out.write(f'\n[auth]\nauthserv_id = "{OURS}"\ndkim_keys_file = "dkim-keys.zone"\n')
-    return path
-
-
 @pytest.fixture
 def config_path(tmp_path: Path, relay: RecordingRelay, key: tuple[bytes, bytes]) -> Path:
-    return trusting_config(tmp_path, relay, key[1])
+    keys = {"sel1._domainkey.nordby-skole.example": key[1], "s._domainkey.example": key[1]}
+    return write_trusting_config(tmp_path, relay.port, keys)
 
 
 @pytest.fixture
