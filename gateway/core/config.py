@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field, replace
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -177,6 +178,10 @@ class MonitoringConfig:
     # Addresses NAV mails from. When set, NAV headers from anyone else are ordinary (untrusted) mail,
     # so a forged "Box is down" cannot open incidents.
     senders: tuple[str, ...] = ()
+    # A dedicated SMTP intake for NAV: alerts sent to this address from these client addresses
+    # (IPs or networks) count as proven without DKIM. Both or neither.
+    recipient: str = ""
+    client_addresses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -301,11 +306,25 @@ def _operations(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _monitoring(data: dict[str, Any]) -> MonitoringConfig:
-    monitoring = _build(MonitoringConfig, "monitoring", _section(data, "monitoring"))
+    monitoring: MonitoringConfig = _build(MonitoringConfig, "monitoring", _section(data, "monitoring"))
     try:
-        return MonitoringConfig(senders=tuple(normalise_address(s) for s in monitoring.senders))
+        senders = tuple(normalise_address(s) for s in monitoring.senders)
     except AddressError as exc:
         raise ConfigError(f"monitoring.senders: {exc}") from None
+    try:
+        recipient = normalise_address(monitoring.recipient) if monitoring.recipient else ""
+    except AddressError as exc:
+        raise ConfigError(f"monitoring.recipient: {exc}") from None
+    for network in monitoring.client_addresses:
+        try:
+            ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"monitoring.client_addresses: not an IP address or network: {network!r}"
+            ) from None
+    if bool(recipient) != bool(monitoring.client_addresses):
+        raise ConfigError("monitoring.recipient: set together with monitoring.client_addresses, or neither")
+    return replace(monitoring, senders=senders, recipient=recipient)
 
 
 def _auth(section: dict[str, Any], base: Path) -> AuthConfig:
