@@ -244,8 +244,12 @@ def reply(
     case_id: int | None,
     event: str,
     context: dict[str, Any],
+    budgeted: bool = True,
 ) -> list[str]:
-    """Queue an automatic answer to the sender, unless the hourly brake says we have said enough."""
+    """Queue an automatic answer to the sender, unless the hourly brake says we have said enough.
+
+    budgeted=False: the caller keeps its own budget (confirmation codes), and this one is untouched.
+    """
     to = ctx.sender.address
     if not to:
         return []
@@ -253,7 +257,7 @@ def reply(
     (count,) = conn.execute(
         "SELECT count(*) FROM auto_replies WHERE recipient = ? AND at > ?", (to, hour_ago)
     ).fetchone()
-    if count >= runtime.config.service.receipt_limit_per_hour:
+    if budgeted and count >= runtime.config.service.receipt_limit_per_hour:
         record(
             conn,
             case_id,
@@ -276,7 +280,8 @@ def reply(
         auto_submitted="auto-replied",
     )
     message_id = enqueue(conn, runtime.config, mail, case_id)
-    conn.execute("INSERT INTO auto_replies (recipient, at) VALUES (?, ?)", (to, clock.iso()))
+    if budgeted:
+        conn.execute("INSERT INTO auto_replies (recipient, at) VALUES (?, ?)", (to, clock.iso()))
     record(conn, case_id, "gateway", "reply-queued", event, f"to {to} as {message_id}")
     return [message_id]
 

@@ -30,6 +30,8 @@ class ServiceConfig:
     phone: str = ""
     # Receipts per sender per hour before we stop answering (loop brake).
     receipt_limit_per_hour: int = 5
+    # Confirmation codes per address per hour: their own budget, so receipts cannot use it up.
+    confirmation_limit_per_hour: int = 10
     on_call_address: str = ""
     second_line_address: str = ""
     supplier_shop_url: str = ""
@@ -260,8 +262,9 @@ def _check_service(service: ServiceConfig) -> None:
         ZoneInfo(service.timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"service.timezone: unknown time zone {service.timezone!r}") from None
-    if service.receipt_limit_per_hour < 1:
-        raise ConfigError("service.receipt_limit_per_hour: must be at least 1")
+    for key in ("receipt_limit_per_hour", "confirmation_limit_per_hour"):
+        if getattr(service, key) < 1:
+            raise ConfigError(f"service.{key}: must be at least 1")
 
 
 def _check_ports(smtp: SmtpConfig, relay: RelayConfig | None) -> None:
@@ -307,21 +310,18 @@ def _operations(data: dict[str, Any]) -> dict[str, Any]:
 
 def _monitoring(data: dict[str, Any]) -> MonitoringConfig:
     monitoring: MonitoringConfig = _build(MonitoringConfig, "monitoring", _section(data, "monitoring"))
+    key = "monitoring.senders"
     try:
         senders = tuple(normalise_address(s) for s in monitoring.senders)
-    except AddressError as exc:
-        raise ConfigError(f"monitoring.senders: {exc}") from None
-    try:
+        key = "monitoring.recipient"
         recipient = normalise_address(monitoring.recipient) if monitoring.recipient else ""
     except AddressError as exc:
-        raise ConfigError(f"monitoring.recipient: {exc}") from None
+        raise ConfigError(f"{key}: {exc}") from None
     for network in monitoring.client_addresses:
         try:
             ip_network(network, strict=False)
         except ValueError:
-            raise ConfigError(
-                f"monitoring.client_addresses: not an IP address or network: {network!r}"
-            ) from None
+            raise ConfigError(f"monitoring.client_addresses: not an IP or network: {network!r}") from None
     if bool(recipient) != bool(monitoring.client_addresses):
         raise ConfigError("monitoring.recipient: set together with monitoring.client_addresses, or neither")
     return replace(monitoring, senders=senders, recipient=recipient)
@@ -329,12 +329,10 @@ def _monitoring(data: dict[str, Any]) -> MonitoringConfig:
 
 def _auth(section: dict[str, Any], base: Path) -> AuthConfig:
     auth: AuthConfig = _build(AuthConfig, "auth", section)
-    if not auth.dkim_keys_file:
-        return auth
     keys = base / auth.dkim_keys_file  # an absolute path stays as it is
-    if not keys.is_file():
+    if auth.dkim_keys_file and not keys.is_file():
         raise ConfigError(f"auth.dkim_keys_file: no such file: {keys}")
-    return replace(auth, dkim_keys_file=str(keys))
+    return replace(auth, dkim_keys_file=str(keys) if auth.dkim_keys_file else "")
 
 
 def parse_config(data: dict[str, Any], base: Path, source: Path | None = None) -> Config:
