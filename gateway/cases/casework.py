@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -13,6 +14,7 @@ from gateway.cases.threads import clean_subject
 from gateway.core import clock
 from gateway.flow.context import Context, Result
 from gateway.mail import screening
+from gateway.notices.echo import echo
 from gateway.outbox.queue import Outgoing, enqueue
 from gateway.runtime import Runtime
 from gateway.store.case_rows import EVENT_INSERT, existing_case, record
@@ -268,6 +270,13 @@ def reply(
         )
         loop_alerts.alert(runtime, conn, ctx, case_id, event, count)
         return []
+    if not ctx.verdict.authenticated:
+        # Our automatic mail must not lend our address to a stranger's words: only a defanged,
+        # bounded echo of the subject, and never the body (README "What automatic mail repeats").
+        case = context.get("case")
+        context = context | {"subject": echo(str(context.get("subject", "")))}
+        context["case"] = dict(case, subject=echo(case["subject"])) if case else case
+        context["sender"] = replace(ctx.sender, name=echo(ctx.sender.name))
     rendered = runtime.templates.render(language_for(runtime, ctx), "customer", event, context)
     refs = [*ctx.message.references, ctx.message.message_id] if ctx.message.message_id else []
     mail = Outgoing(
