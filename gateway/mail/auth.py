@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections import Counter
@@ -18,8 +19,14 @@ from gateway.mail.message import InboundMessage
 
 log = logging.getLogger("gateway.auth")
 
-# The public suffix list shipped inside the package: no network at run time.
-_SUFFIXES = PublicSuffixList()
+
+@functools.cache
+def _suffixes() -> PublicSuffixList:
+    """The public suffix list shipped inside the package (no network); read on first use, as
+    loading it costs ~40 ms that `gateway deliver` should not pay for mail it never aligns."""
+    return PublicSuffixList()
+
+
 # Fields RFC 5322 §3.6 allows once; the gateway reads the first, a verifier may check the last.
 SINGLETONS: tuple[str, ...] = ("from", "sender", "reply-to", "to", "cc", "subject", "date", "message-id")
 SINGLETONS += ("in-reply-to", "references")
@@ -38,7 +45,7 @@ class Verdict:
 def organisational_domain(domain: str) -> str:
     """RFC 7489 §3.2: the public suffix plus one label; a bare public suffix is its own."""
     name = domain.lower().rstrip(".")
-    return _SUFFIXES.privatesuffix(name) or name
+    return _suffixes().privatesuffix(name) or name
 
 
 def aligned(signing_domain: str, from_domain: str) -> bool:
