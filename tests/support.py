@@ -100,7 +100,8 @@ def write_config(
     """A gateway.toml in tmp, using the repo's registry, rules and templates.
 
     intake_process=False keeps serve's pipeline in the test's own process, for tests that
-    replace a part of the Runtime (the DKIM key lookup) that a worker process would not see.
+    replace a part of the Runtime that a worker process would not see. For DKIM keys, use
+    write_trusting_config instead: its keys file reaches the workers.
     """
     relay = (
         f"[relay]\nhost = '127.0.0.1'\nport = {relay_port}\nretry_initial_seconds = 30\n"
