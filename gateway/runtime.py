@@ -6,10 +6,12 @@ import logging
 import threading
 from datetime import datetime
 from functools import cached_property
+from pathlib import Path
 
 from gateway.core.config import Config
 from gateway.directory.registry import Registry, RegistryError, RegistryFile
 from gateway.mail.auth import TxtLookup, dns_txt
+from gateway.mail.dkim_keys import keys_file_lookup
 from gateway.notices.templates import Templates
 from gateway.rules.engine import Rule, load_rules
 from gateway.store.database import Store, open_store
@@ -27,8 +29,10 @@ class Runtime:
         self._rules = load_rules(config.rules_dir, self.templates.events("customer"))
         # One lock serialises processing so a shared connection never interleaves transactions.
         self.lock = threading.RLock()
-        # DNS TXT lookups for DKIM keys; tests put an offline resolver here.
-        self.txt_lookup: TxtLookup = dns_txt
+        # DNS TXT lookups for DKIM keys; auth.dkim_keys_file (tests) answers instead of DNS, in
+        # every process that builds a Runtime, serve's workers included.
+        keys = config.auth.dkim_keys_file
+        self.txt_lookup: TxtLookup = keys_file_lookup(Path(keys)) if keys else dns_txt
         # The per-case reply-address key, once read from the store (gateway.agents).
         self.reply_key: bytes | None = None
 

@@ -100,7 +100,8 @@ def write_config(
     """A gateway.toml in tmp, using the repo's registry, rules and templates.
 
     intake_process=False keeps serve's pipeline in the test's own process, for tests that
-    replace a part of the Runtime (the DKIM key lookup) that a worker process would not see.
+    replace a part of the Runtime that a worker process would not see. For DKIM keys, use
+    write_trusting_config instead: its keys file reaches the workers.
     """
     relay = (
         f"[relay]\nhost = '127.0.0.1'\nport = {relay_port}\nretry_initial_seconds = 30\n"
@@ -197,3 +198,19 @@ def dkim_keypair() -> tuple[bytes, bytes]:
         ["openssl", "rsa", "-pubout", "-outform", "DER"], input=key, capture_output=True, check=True
     ).stdout
     return key, b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
+
+
+def write_trusting_config(tmp: Path, relay_port: int, keys: dict[str, bytes], sections: str = "") -> Path:
+    """A config whose every process (serve's workers too) reads DKIM keys from a zone file.
+
+    keys maps `selector._domainkey.domain` to its TXT record; the MTA's authserv-id is
+    mx.service.example; `sections` is more TOML appended as it is.
+    """
+    zone = tmp / "dkim-keys.zone"
+    zone.write_text("".join(f'{name}. TXT "{record.decode("ascii")}"\n' for name, record in keys.items()))
+    path = write_config(tmp, relay_port=relay_port)
+    with path.open("a", encoding="utf-8") as out:
+        out.write(
+            '\n[auth]\nauthserv_id = "mx.service.example"\ndkim_keys_file = "dkim-keys.zone"\n' + sections
+        )
+    return path

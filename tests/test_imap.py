@@ -27,6 +27,7 @@ from gateway.intake.imap import FetchWorker, fetch_once
 from gateway.intake.imap_mailbox import Mailbox, mailbox_name
 from gateway.intake.mailbox_lock import MailboxLock
 from gateway.ops.server import Server
+from gateway.pipeline.process import Item
 from gateway.store.database import Store, open_store
 from tests.imapserver import Dovecot, dovecot_available, running_dovecot
 from tests.support import REPO, RecordingRelay, mail, wait_for
@@ -312,8 +313,8 @@ def test_concurrent_fetchers_process_each_message_once(
     calls: Counter[bytes] = Counter()
     real_process_batch = gateway.intake.imap_drain.process_batch
 
-    def counting(runtime: Any, items: list[tuple[bytes, str, str | None]]) -> list[Result]:
-        calls.update(raw for raw, _source, _sender in items)
+    def counting(runtime: Any, items: list[Item]) -> list[Result]:
+        calls.update(item[0] for item in items)
         return real_process_batch(runtime, items)
 
     monkeypatch.setattr(gateway.intake.imap_drain, "process_batch", counting)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from datetime import datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import dkim
+import pytest
 from freezegun import freeze_time
 
 from gateway.changes.plans import plan_change
@@ -14,10 +18,36 @@ from gateway.ops.queries import show_case
 from gateway.ops.server import Server
 from gateway.pipeline.process import process
 from gateway.runtime import Runtime
-from tests.support import mail, smtp_send
+from tests.support import RecordingRelay, dkim_keypair, mail, smtp_send, write_trusting_config
 
 OSLO = ZoneInfo("Europe/Oslo")
 _alert_ids = itertools.count(90210)
+NAV_KEY = "nav._domainkey.noc.service.example"
+MONITORING = '[monitoring]\nsenders = ["NAV@noc.service.example"]\n'
+
+
+@functools.cache
+def _nav_key() -> tuple[bytes, bytes]:
+    return dkim_keypair()
+
+
+@pytest.fixture
+def config_path(tmp_path: Path, relay: RecordingRelay) -> Path:
+    """NAV is the configured monitoring sender, and its alerts carry proof (see nav())."""
+    return write_trusting_config(tmp_path, relay.port, {NAV_KEY: _nav_key()[1]}, MONITORING)
+
+
+def _proven(raw: bytes) -> bytes:
+    """NAV's mail system signs it (proof on SMTP); our MTA's verdict sits on top (proof on the pipe)."""
+    signature = dkim.sign(
+        raw,
+        b"nav",
+        b"noc.service.example",
+        _nav_key()[0],
+        include_headers=[b"from", b"subject", b"message-id"],
+    )
+    verdict = b"Authentication-Results: mx.service.example; dkim=pass header.d=noc.service.example\r\n"
+    return verdict + signature + raw
 
 
 def nav(
@@ -37,12 +67,14 @@ def nav(
     if history_id is not None:
         headers["X-NAV-Alert-History-ID"] = str(history_id)
     word = {"start": "down", "end": "up", "stateless": "reporting"}[state]
-    return mail(
-        sender="nav@noc.service.example",
-        subject=subject or f"Box {sysname} is {word}",
-        body=f"IP: 10.20.30.40\nBox {sysname} (10.20.30.40) is {word}, alert {alert_id}.\n",
-        message_id=f"<{alert_id}.nav@noc.service.example>",
-        headers=headers,
+    return _proven(
+        mail(
+            sender="nav@noc.service.example",
+            subject=subject or f"Box {sysname} is {word}",
+            body=f"IP: 10.20.30.40\nBox {sysname} (10.20.30.40) is {word}, alert {alert_id}.\n",
+            message_id=f"<{alert_id}.nav@noc.service.example>",
+            headers=headers,
+        )
     )
 
 
@@ -165,10 +197,8 @@ def test_alert_for_an_unknown_device_is_held_for_triage(runtime: Runtime) -> Non
 def test_nav_headers_from_an_unlisted_sender_open_nothing(tmp_path, relay) -> None:  # type: ignore[no-untyped-def]
     """With monitoring.senders set, a forged "Box is down" from anyone else is held, not an incident."""
     from gateway.core.config import load_config
-    from tests.support import write_config
 
-    path = write_config(tmp_path, relay_port=relay.port)
-    path.write_text(path.read_text() + '\n[monitoring]\nsenders = ["NAV@noc.service.example"]\n')
+    path = write_trusting_config(tmp_path, relay.port, {NAV_KEY: _nav_key()[1]}, MONITORING)
     runtime = Runtime(load_config(path))
     forged = nav("start", "sw-nordby-1", 5150).replace(b"nav@noc.service.example", b"nav@evil.example", 1)
     assert process(runtime, forged, "smtp").outcome == "held"

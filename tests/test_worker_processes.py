@@ -161,7 +161,7 @@ def _pipe_with(frames: list[tuple[list[Item], bool]]) -> int:
 
 
 def _item(n: int) -> Item:
-    return (f"raw {n}".encode(), "smtp", None)
+    return (f"raw {n}".encode(), "smtp", None, None)
 
 
 def test_frames_waiting_together_are_joined_but_never_a_solo_one() -> None:

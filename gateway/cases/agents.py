@@ -137,8 +137,10 @@ def handle(runtime: Runtime, conn: sqlite3.Connection, ctx: Context, key: str) -
         )
         _confirm(runtime, conn, ctx, case_id, [], parsed.errors)
         return Result("appended", "agent commands rejected", case_id, ctx.message.message_id)
-    # 2nd line talks to 1st line unless it says #svar; #intern keeps anything inside.
-    internal = parsed.has("internal") or (agent.line == 2 and not parsed.has("reply")) or not parsed.text
+    # 2nd line talks to 1st line unless it says #svar; #intern keeps anything inside, and so does
+    # #eskaler: the text under it is for 2nd line (it goes in the escalation), not the customer.
+    internal = parsed.has("internal") or parsed.has("escalate") or not parsed.text
+    internal = internal or (agent.line == 2 and not parsed.has("reply"))
     row = store_message(conn, ctx, key, case_id, "case", ctx.thread.reason)
     conn.execute("UPDATE messages SET internal = ?, body = ? WHERE id = ?", (int(internal), parsed.text, row))
     record(

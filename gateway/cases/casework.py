@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -13,6 +14,7 @@ from gateway.cases.threads import clean_subject
 from gateway.core import clock
 from gateway.flow.context import Context, Result
 from gateway.mail import screening
+from gateway.notices.echo import echo
 from gateway.outbox.queue import Outgoing, enqueue
 from gateway.runtime import Runtime
 from gateway.store.case_rows import EVENT_INSERT, existing_case, record
@@ -260,8 +262,12 @@ def reply(
     case_id: int | None,
     event: str,
     context: dict[str, Any],
+    budgeted: bool = True,
 ) -> list[str]:
-    """Queue an automatic answer to the sender, unless the hourly brake says we have said enough."""
+    """Queue an automatic answer to the sender, unless the hourly brake says we have said enough.
+
+    budgeted=False: the caller keeps its own budget (confirmation codes), and this one is untouched.
+    """
     to = ctx.sender.address
     if not to:
         return []
@@ -269,7 +275,7 @@ def reply(
     (count,) = conn.execute(
         "SELECT count(*) FROM auto_replies WHERE recipient = ? AND at > ?", (to, hour_ago)
     ).fetchone()
-    if count >= runtime.config.service.receipt_limit_per_hour:
+    if budgeted and count >= runtime.config.service.receipt_limit_per_hour:
         record(
             conn,
             case_id,
@@ -280,6 +286,13 @@ def reply(
         )
         loop_alerts.alert(runtime, conn, ctx, case_id, event, count)
         return []
+    if not ctx.verdict.authenticated:
+        # Our automatic mail must not lend our address to a stranger's words: only a defanged,
+        # bounded echo of the subject, and never the body (README "What automatic mail repeats").
+        case = context.get("case")
+        context = context | {"subject": echo(str(context.get("subject", "")))}
+        context["case"] = dict(case, subject=echo(case["subject"])) if case else case
+        context["sender"] = replace(ctx.sender, name=echo(ctx.sender.name))
     rendered = runtime.templates.render(language_for(runtime, ctx), "customer", event, context)
     refs = [*ctx.message.references, ctx.message.message_id] if ctx.message.message_id else []
     mail = Outgoing(
@@ -292,7 +305,8 @@ def reply(
         auto_submitted="auto-replied",
     )
     message_id = enqueue(conn, runtime.config, mail, case_id)
-    conn.execute("INSERT INTO auto_replies (recipient, at) VALUES (?, ?)", (to, clock.iso()))
+    if budgeted:
+        conn.execute("INSERT INTO auto_replies (recipient, at) VALUES (?, ?)", (to, clock.iso()))
     record(conn, case_id, "gateway", "reply-queued", event, f"to {to} as {message_id}")
     return [message_id]
 

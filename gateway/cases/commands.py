@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from gateway.directory.registry import Registry
@@ -27,7 +28,19 @@ CATEGORY = {
     "endring": "change", "change": "change", "utstyr": "equipment", "equipment": "equipment",
     "annet": "other", "other": "other",
 }  # fmt: skip
-_LINE = re.compile(r"^#(\w+)\s*(.*)$")
+# Spaces after '#' are allowed: `# intern` is still the command (phones insert them).
+_LINE = re.compile(r"^#\s*(\w+)\s*(.*)$")
+# A first line that merely looks like an internal marker ("Intern:", "INTERNAL -") keeps the mail in.
+_MARKER = re.compile(r"^#?\s*(intern|internt|internal)\b", re.I)
+# Invisible characters a client or a paste can put before the '#'.
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e"))
+
+
+def normalise(line: str) -> str:
+    """NFKC (full-width ＃ becomes #), invisible characters removed, outer space stripped."""
+    return unicodedata.normalize("NFKC", line).translate(_INVISIBLE).strip()
+
+
 NO_VALUE = ("escalate", "internal", "reply")
 
 
@@ -71,12 +84,15 @@ def parse(body: str, registry: Registry) -> Parsed:
     errors: list[str] = []
     index = 0
     while index < len(lines):
-        line = lines[index].strip()
+        line = normalise(lines[index])
         if not line:
             index += 1
             continue
         found = _LINE.match(line)
         if not found:
+            if _MARKER.match(line):
+                # Fail safe: it reads as "internal", so it is internal; the line stays in the note.
+                commands.append(Command(line, "internal"))
             break
         index += 1
         name = NAMES.get(found.group(1).lower())

@@ -27,31 +27,50 @@ def clean_subject(subject: str, prefix: str) -> str:
     return _PREFIX.sub("", stripped).strip() or "(uten emne)"
 
 
+def may_write(sender: Sender, requester: str, organization: str | None) -> str | None:
+    """Why this sender may write to a case, or None: only they can thread into it."""
+    if sender.kind == "agent":
+        return f"agent {sender.address}"  # agents include 2nd line
+    if sender.address == requester:
+        return "the requester"
+    if sender.kind == "contact" and sender.organization and sender.organization.id == organization:
+        return f"a contact of {organization}"
+    return None
+
+
 def find_case(conn: sqlite3.Connection, message: InboundMessage, sender: Sender, prefix: str) -> ThreadMatch:
+    """Reply headers, then the subject tag; both only for senders who may write to that case.
+
+    A Message-ID is no secret (it travels in every Cc), so naming one proves nothing about who wrote.
+    """
+    refused = ""
     for mid in message.thread_ids:
         row = conn.execute(
-            "SELECT c.id, c.status FROM message_refs r JOIN cases c ON c.id = r.case_id"
-            " WHERE r.message_id = ?",
+            "SELECT c.id, c.status, c.requester, c.organization FROM message_refs r"
+            " JOIN cases c ON c.id = r.case_id WHERE r.message_id = ?",
             (mid,),
         ).fetchone()
-        if row:
+        if row is None:
+            continue
+        if may_write(sender, row[2], row[3]):
             return ThreadMatch(row[0], f"reply to {mid}", row[1])
+        refused = f"reply headers name case {row[0]}, but {sender.address} may not write to it; "
+        break
     found = tag_pattern(prefix).search(message.subject)
     if not found:
-        return ThreadMatch(None, "no reference to a known case")
+        return ThreadMatch(None, refused + "no reference to a known case")
     case_id = int(found.group(1))
     row = conn.execute(
         "SELECT id, status, requester, organization FROM cases WHERE id = ?", (case_id,)
     ).fetchone()
     if row is None:
-        return ThreadMatch(None, f"tag names case {case_id}, which does not exist")
-    if sender.kind == "agent":
-        return ThreadMatch(case_id, f"subject tag from agent {sender.address}", row[1])
-    if sender.address == row[2]:
-        return ThreadMatch(case_id, "subject tag from the requester", row[1])
-    if sender.kind == "contact" and sender.organization and sender.organization.id == row[3]:
-        return ThreadMatch(case_id, f"subject tag from a contact of {sender.organization.id}", row[1])
-    return ThreadMatch(None, f"subject tag for case {case_id} ignored: {sender.address} may not write to it")
+        return ThreadMatch(None, refused + f"tag names case {case_id}, which does not exist")
+    why = may_write(sender, row[2], row[3])
+    if why is not None:
+        return ThreadMatch(case_id, f"subject tag from {why}", row[1])
+    return ThreadMatch(
+        None, refused + f"subject tag for case {case_id} ignored: {sender.address} may not write to it"
+    )
 
 
 def attach(runtime: Runtime, conn: sqlite3.Connection, ctx: Context) -> None:

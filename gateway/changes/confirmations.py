@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 import sqlite3
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from gateway.cases import casework
@@ -35,6 +36,18 @@ def ask(runtime: Runtime, conn: sqlite3.Connection, ctx: Context) -> Result | No
     if ctx.decision.confirm is None:
         return None
     reason = f"awaiting confirmation: {ctx.verdict.reason}"
+    # Codes have their own hourly budget: forged mail that used up the receipts must not keep the
+    # real owner from confirming. Past it no code goes out and the order is held for an agent.
+    hour_ago = clock.iso(clock.now() - timedelta(hours=1))
+    (asked,) = conn.execute(
+        "SELECT count(*) FROM confirmations WHERE address = ? AND created_at > ?",
+        (ctx.sender.address, hour_ago),
+    ).fetchone()
+    if asked >= runtime.config.service.confirmation_limit_per_hour:
+        why = f"no code sent: {ctx.sender.address} already had {asked} confirmation codes in the last hour"
+        store_message(conn, ctx, ctx.key, None, "held", f"{reason}; {why}")
+        record(conn, None, "gateway", "reply-suppressed", ctx.decision.confirm, why)
+        return Result("held", f"{reason}; {why}", None, ctx.message.message_id)
     row = store_message(conn, ctx, ctx.key, None, "awaiting-confirmation", reason)
     token = new_token()
     conn.execute(
@@ -42,7 +55,7 @@ def ask(runtime: Runtime, conn: sqlite3.Connection, ctx: Context) -> Result | No
         (token, row, ctx.sender.address, clock.iso()),
     )
     context = casework.template_context(runtime, ctx, None) | {"token": token}
-    sent = casework.reply(runtime, conn, ctx, None, ctx.decision.confirm, context)
+    sent = casework.reply(runtime, conn, ctx, None, ctx.decision.confirm, context, budgeted=False)
     return Result("held", f"{reason} ({ctx.rules_why})", None, ctx.message.message_id, sent)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field, replace
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -29,6 +30,8 @@ class ServiceConfig:
     phone: str = ""
     # Receipts per sender per hour before we stop answering (loop brake).
     receipt_limit_per_hour: int = 5
+    # Confirmation codes per address per hour: their own budget, so receipts cannot use it up.
+    confirmation_limit_per_hour: int = 10
     on_call_address: str = ""
     second_line_address: str = ""
     supplier_shop_url: str = ""
@@ -88,6 +91,8 @@ class AuthConfig:
     verify_dkim: bool = True
     # Mail from an agent's address counts as the agent's only when it authenticates.
     require_for_agents: bool = True
+    # Test-only: a zone file of `selector._domainkey.domain TXT "..."` lines used instead of DNS.
+    dkim_keys_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -175,6 +180,10 @@ class MonitoringConfig:
     # Addresses NAV mails from. When set, NAV headers from anyone else are ordinary (untrusted) mail,
     # so a forged "Box is down" cannot open incidents.
     senders: tuple[str, ...] = ()
+    # A dedicated SMTP intake for NAV: alerts sent to this address from these client addresses
+    # (IPs or networks) count as proven without DKIM. Both or neither.
+    recipient: str = ""
+    client_addresses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -253,8 +262,9 @@ def _check_service(service: ServiceConfig) -> None:
         ZoneInfo(service.timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"service.timezone: unknown time zone {service.timezone!r}") from None
-    if service.receipt_limit_per_hour < 1:
-        raise ConfigError("service.receipt_limit_per_hour: must be at least 1")
+    for key in ("receipt_limit_per_hour", "confirmation_limit_per_hour"):
+        if getattr(service, key) < 1:
+            raise ConfigError(f"service.{key}: must be at least 1")
 
 
 def _check_ports(smtp: SmtpConfig, relay: RelayConfig | None) -> None:
@@ -299,11 +309,30 @@ def _operations(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _monitoring(data: dict[str, Any]) -> MonitoringConfig:
-    monitoring = _build(MonitoringConfig, "monitoring", _section(data, "monitoring"))
+    monitoring: MonitoringConfig = _build(MonitoringConfig, "monitoring", _section(data, "monitoring"))
+    key = "monitoring.senders"
     try:
-        return MonitoringConfig(senders=tuple(normalise_address(s) for s in monitoring.senders))
+        senders = tuple(normalise_address(s) for s in monitoring.senders)
+        key = "monitoring.recipient"
+        recipient = normalise_address(monitoring.recipient) if monitoring.recipient else ""
     except AddressError as exc:
-        raise ConfigError(f"monitoring.senders: {exc}") from None
+        raise ConfigError(f"{key}: {exc}") from None
+    for network in monitoring.client_addresses:
+        try:
+            ip_network(network, strict=False)
+        except ValueError:
+            raise ConfigError(f"monitoring.client_addresses: not an IP or network: {network!r}") from None
+    if bool(recipient) != bool(monitoring.client_addresses):
+        raise ConfigError("monitoring.recipient: set together with monitoring.client_addresses, or neither")
+    return replace(monitoring, senders=senders, recipient=recipient)
+
+
+def _auth(section: dict[str, Any], base: Path) -> AuthConfig:
+    auth: AuthConfig = _build(AuthConfig, "auth", section)
+    keys = base / auth.dkim_keys_file  # an absolute path stays as it is
+    if auth.dkim_keys_file and not keys.is_file():
+        raise ConfigError(f"auth.dkim_keys_file: no such file: {keys}")
+    return replace(auth, dkim_keys_file=str(keys) if auth.dkim_keys_file else "")
 
 
 def parse_config(data: dict[str, Any], base: Path, source: Path | None = None) -> Config:
@@ -343,7 +372,7 @@ def parse_config(data: dict[str, Any], base: Path, source: Path | None = None) -
         if imap is not None and imap.password_file
         else imap,
         targets=_targets(_section(data, "targets")),
-        auth=_build(AuthConfig, "auth", _section(data, "auth")),
+        auth=_auth(_section(data, "auth"), base),
         **_operations(data),
         monitoring=_monitoring(data),
         rules_dir=rooted(Path(paths.get("rules", "rules"))),

@@ -26,6 +26,14 @@ class Result:
 
 
 @dataclass(frozen=True)
+class Arrival:
+    """What the SMTP session told us beside the message: the client's IP address and RCPT TO."""
+
+    client_address: str
+    recipients: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ThreadMatch:
     """The case a message belongs to, if any, and why."""
 
@@ -43,6 +51,8 @@ class Context:
     sender: Sender
     automated: str | None
     verdict: Verdict = field(default_factory=lambda: Verdict(False, "not checked"))
+    # SMTP intake only: the session's client and recipients (the pipe and IMAP cannot vouch for them).
+    arrival: Arrival | None = None
     thread: ThreadMatch = field(default_factory=lambda: ThreadMatch(None, "not threaded yet"))
     decision: Decision = field(default_factory=Decision)
     # The de-duplication key: the Message-ID, else the SHA-256 of the raw bytes.

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
+from ipaddress import ip_address, ip_network
 from typing import TYPE_CHECKING
 
 from gateway.cases.messages import store_message
 from gateway.changes.record import in_progress
 from gateway.changes.record import record as record_on_change
 from gateway.core import clock
+from gateway.core.config import MonitoringConfig
 from gateway.directory.registry import Organization
 from gateway.flow.context import Context, Result
 from gateway.incidents.detected import open_case
@@ -40,11 +42,25 @@ class Alert:
     subject: str
 
 
-def is_alert(message: InboundMessage, senders: tuple[str, ...] = ()) -> bool:
-    """NAV's headers, from a configured NAV sender when monitoring.senders is set."""
-    if senders and message.from_addr not in senders:
-        return False
-    return bool(message.header(STATE_HEADER).strip())
+def is_alert(message: InboundMessage, senders: tuple[str, ...]) -> bool:
+    """NAV's headers from a configured NAV sender; with none configured, NAV headers mean nothing."""
+    return message.from_addr in senders and bool(message.header(STATE_HEADER).strip())
+
+
+def proof(config: MonitoringConfig, ctx: Context) -> str | None:
+    """How this alert proves it came from NAV, or None: a From header alone proves nothing."""
+    if ctx.verdict.authenticated:
+        return ctx.verdict.reason  # DKIM aligned with the sender's domain, or our MTA's verdict
+    arrival = ctx.arrival
+    if arrival is None or not config.recipient or config.recipient not in arrival.recipients:
+        return None
+    try:
+        client = ip_address(arrival.client_address)
+    except ValueError:
+        return None
+    if any(client in ip_network(net, strict=False) for net in config.client_addresses):
+        return f"sent to {config.recipient} from {client}"
+    return None
 
 
 def read_alert(message: InboundMessage) -> Alert:
@@ -58,8 +74,13 @@ def read_alert(message: InboundMessage) -> Alert:
 
 
 def take_alert(runtime: Runtime, conn: sqlite3.Connection, ctx: Context) -> Result | None:
-    """A NAV alert from a proven monitoring sender is paired here and never answered."""
-    if not is_alert(ctx.message, runtime.config.monitoring.senders):
+    """A NAV alert from a proven monitoring sender is paired here and never answered.
+
+    An unproven one goes on as ordinary mail from a stranger (the rules hold it), so a forged
+    "down" opens nothing and a forged "up" resolves nothing.
+    """
+    config = runtime.config.monitoring
+    if not is_alert(ctx.message, config.senders) or proof(config, ctx) is None:
         return None
     return handle(runtime, conn, ctx, ctx.key)
 
@@ -81,14 +102,25 @@ def handle(runtime: Runtime, conn: sqlite3.Connection, ctx: Context, key: str) -
             conn, ctx, key, f"NAV alert for unknown device {alert.device!r}: no organisation's devices match"
         )
     if alert.state == "start":
-        return _start(conn, ctx, key, alert, org)
+        # The customer side is the organisation's Varslingspunkt Incidents, never whoever sent the
+        # alert; without one, the centre itself, as for incidents the centre detects.
+        point = next(iter(org.contacts_with("incidents")), None)
+        service = runtime.config.service
+        requester = (point.email, point.name) if point else (service.address, service.name)
+        return _start(conn, ctx, key, alert, org, requester)
     if alert.state == "end":
         return _end(conn, ctx, key, alert)
     return _stateless(conn, ctx, key, alert)
 
 
-def _start(conn: sqlite3.Connection, ctx: Context, key: str, alert: Alert, org: Organization) -> Result:
-
+def _start(
+    conn: sqlite3.Connection,
+    ctx: Context,
+    key: str,
+    alert: Alert,
+    org: Organization,
+    requester: tuple[str, str],
+) -> Result:
     mid = ctx.message.message_id
     paired = conn.execute(
         "SELECT case_id, change_id FROM monitoring_alerts WHERE history_id = ?", (alert.history_id,)
@@ -105,9 +137,8 @@ def _start(conn: sqlite3.Connection, ctx: Context, key: str, alert: Alert, org: 
         _pair(conn, alert, org.id, case_id, None)
         return _note(conn, ctx, key, case_id, None, "alert-added", alert)
     priority = "high" if alert.event_type == "boxState" else "normal"
-    sender = (ctx.message.from_addr or "nav", ctx.message.from_name or "NAV")
     case_id = open_case(
-        conn, org, alert.subject, sender, priority, "monitoring", f"NAV {alert.event_type} start"
+        conn, org, alert.subject, requester, priority, "monitoring", f"NAV {alert.event_type} start"
     )
     _pair(conn, alert, org.id, case_id, None)
     row = store_message(conn, ctx, key, case_id, "case", "NAV alert opened the case")

@@ -141,7 +141,7 @@ class Committer:
     def _after_crash(self, items: list[Item], alone: bool) -> list[Result]:
         """A message that keeps killing the worker while it is the worker's only one is quarantined."""
         if alone:
-            raw, source, _ = items[0]
+            raw, source, _, _ = items[0]
             key = hashlib.sha256(raw).hexdigest()
             self.crashes[key] += 1
             if self.crashes[key] >= CRASHES_BEFORE_QUARANTINE:

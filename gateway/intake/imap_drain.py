@@ -165,7 +165,7 @@ class Drain:
         results: list[Result] = []
         if fresh:
             with self.runtime.lock:
-                results = process_batch(self.runtime, [(raw, "imap", None) for _u, raw, _d in fresh])
+                results = process_batch(self.runtime, [(raw, "imap", None, None) for _u, raw, _d in fresh])
         taken = []
         for (uid, _raw, digest), result in zip(fresh, results, strict=True):
             if result.outcome == "quarantined":

@@ -15,7 +15,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
 
 from gateway.core.addresses import PLAIN_ADDRESS
-from gateway.flow.context import Result
+from gateway.flow.context import Arrival, Result
 from gateway.intake.committer import Committer
 from gateway.pipeline.process import Item, process_batch
 from gateway.runtime import Runtime
@@ -61,7 +61,8 @@ class IntakeHandler:
                 return "421 4.3.2 Shutting down, try again later"
             self.in_flight += 1
         try:
-            return await self._data(envelope)
+            peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer or "")
+            return await self._data(envelope, Arrival(peer, tuple(envelope.rcpt_tos)))
         finally:
             # aiosmtpd writes our answer in the same step as this return, before stop() can cancel us.
             with self.idle:
@@ -74,10 +75,10 @@ class IntakeHandler:
             self.accepting = False
             self.idle.wait_for(lambda: self.in_flight == 0, timeout)
 
-    async def _data(self, envelope: Envelope) -> str:
+    async def _data(self, envelope: Envelope, arrival: Arrival) -> str:
         raw = envelope.original_content or b""
         mail_from = envelope.mail_from or ""
-        job = _Job(raw, mail_from, Future())
+        job = _Job(raw, mail_from, arrival, Future())
         self.waiting.put(job)
         try:
             result = await asyncio.wrap_future(job.done)
@@ -110,7 +111,7 @@ class IntakeHandler:
             self._commit(batch)
 
     def _commit(self, batch: list[_Job]) -> None:
-        items: list[Item] = [(j.raw, "smtp", j.mail_from) for j in batch]
+        items: list[Item] = [(j.raw, "smtp", j.mail_from, j.arrival) for j in batch]
         if self.committer is not None:
             self.committer.submit(items, lambda outcome: _resolve(batch, outcome))
             return
@@ -139,6 +140,7 @@ def _resolve(batch: list[_Job], outcome: list[Result] | BaseException) -> None:
 class _Job:
     raw: bytes
     mail_from: str
+    arrival: Arrival
     done: Future[Result]
 
 

@@ -281,7 +281,8 @@ def _parse(raw: bytes, envelope_from: str | None) -> InboundMessage:
         message_id=message_id,
         from_addr=senders[0][1] if senders else "",
         from_name=senders[0][0] if senders else "",
-        from_count=len(senders),
+        # Every From header counts, those that do not parse too: two Froms are never one sender.
+        from_count=max(len(senders), len(from_values)),
         to=[a for _, a in parse_mailboxes(headers.get("to", []))],
         cc=[a for _, a in parse_mailboxes(headers.get("cc", []))],
         subject=decode_text(headers.get("subject", [""])[0]),

@@ -8,7 +8,7 @@ import traceback
 
 from gateway.core import clock, logs
 from gateway.core.crashpoints import crashpoint
-from gateway.flow.context import Context, Result
+from gateway.flow.context import Arrival, Context, Result
 from gateway.pipeline import steps
 from gateway.pipeline.steps import prepare
 from gateway.runtime import Runtime
@@ -27,14 +27,15 @@ def process(
 ) -> Result:
     """Store one message and act on it; raises StorageUnavailable when the sender must retry."""
     if quarantine_errors:
-        return process_batch(runtime, [(raw, source, envelope_from)])[0]
+        return process_batch(runtime, [(raw, source, envelope_from, None)])[0]
     result = _replay(runtime, raw, source, envelope_from)
     logs.message_outcome(source, result)
     return result
 
 
-# One message for process_batch: raw bytes, the intake it came by, and the envelope sender.
-Item = tuple[bytes, str, "str | None"]
+# One message for process_batch: raw bytes, the intake it came by, the envelope sender, and on
+# SMTP the session's client address and recipients.
+Item = tuple[bytes, str, "str | None", "Arrival | None"]
 
 
 def process_batch(runtime: Runtime, items: list[Item]) -> list[Result]:
@@ -44,22 +45,22 @@ def process_batch(runtime: Runtime, items: list[Item]) -> list[Result]:
     in the same transaction. Storage trouble fails the whole batch, and every sender retries.
     """
     prepared: list[Context | Exception] = []
-    for raw, source, envelope_from in items:
+    for raw, source, envelope_from, arrival in items:
         try:
-            prepared.append(prepare(runtime, raw, source, envelope_from))
+            prepared.append(prepare(runtime, raw, source, envelope_from, arrival))
         except Exception as exc:
             prepared.append(exc)
     try:
         with runtime.store.write() as conn:
             results = [
                 _commit_guarded(runtime, conn, ready, raw, source)
-                for ready, (raw, source, _) in zip(prepared, items, strict=True)
+                for ready, (raw, source, _, _) in zip(prepared, items, strict=True)
             ]
             _index_for_search(conn)
     except (sqlite3.Error, OSError) as exc:
         raise StorageUnavailable(str(exc)) from exc
     crashpoint("after-commit")
-    for result, (_, source, _) in zip(results, items, strict=True):
+    for result, (_, source, _, _) in zip(results, items, strict=True):
         # One log line per message, whichever intake it came by: what happened to it and why.
         logs.message_outcome(source, result)
     return results
