@@ -122,6 +122,8 @@ def open_case(
             (case_id, row, now, sender.address, "opened", opened, rules_why),
             (case_id, row, now, "gateway", "threaded", "new case", ctx.thread.reason),
             *((case_id, row, now, "rules", "rule-fired", name, why) for name, why in d.fired),
+            (case_id, row, now, "gateway", "intent", ctx.intent.summary(), ctx.intent.signals_text()),
+            *((case_id, row, now, "rules", "flag", flag, "for the agent") for flag in d.flags),
         ],
     )
     if linked is not None:

@@ -14,6 +14,7 @@ from gateway.flow.context import Context, Result, facts_for
 from gateway.mail.auth import Verdict
 from gateway.mail.message import parse
 from gateway.rules.engine import decide
+from gateway.rules.intent import read_mail
 from gateway.store.case_rows import record
 from gateway.store.database import get_raw
 
@@ -30,9 +31,22 @@ def new_token() -> str:
     return f"{raw[:4]}-{raw[4:]}"
 
 
+def should_ask(ctx: Context) -> bool:
+    """A confirmation request never replaces incident handling: a fault report opens its case."""
+    if ctx.decision.confirm is None:
+        return False
+    if ctx.decision.category == "incident" or ctx.intent.category == "report":
+        ctx.decision.confirm = None
+        note = "possible change order in a fault report; not held for confirmation"
+        if note not in ctx.decision.flags:
+            ctx.decision.flags.append(note)
+        return False
+    return True
+
+
 def ask(runtime: Runtime, conn: sqlite3.Connection, ctx: Context) -> Result | None:
     """A rule asked for confirmation: keep the order aside and ask the real owner of the address."""
-    if ctx.decision.confirm is None:
+    if not should_ask(ctx):
         return None
     reason = f"awaiting confirmation: {ctx.verdict.reason}"
     row = store_message(conn, ctx, ctx.key, None, "awaiting-confirmation", reason)
@@ -42,7 +56,7 @@ def ask(runtime: Runtime, conn: sqlite3.Connection, ctx: Context) -> Result | No
         (token, row, ctx.sender.address, clock.iso()),
     )
     context = casework.template_context(runtime, ctx, None) | {"token": token}
-    sent = casework.reply(runtime, conn, ctx, None, ctx.decision.confirm, context)
+    sent = casework.reply(runtime, conn, ctx, None, str(ctx.decision.confirm), context)
     return Result("held", f"{reason} ({ctx.rules_why})", None, ctx.message.message_id, sent)
 
 
@@ -74,12 +88,14 @@ def _open_held_order(
     ).fetchone()
     raw = get_raw(conn, sha)
     assert raw is not None  # kept with the held message
+    message = parse(raw)
     original = Context(
-        message=parse(raw),
+        message=message,
         source="confirmed",
         sender=ctx.sender,
         automated=None,
         verdict=Verdict(True, f"confirmed with code {token} from {ctx.sender.address}"),
+        intent=read_mail(runtime.vocabulary, message.subject, message.body),
     )
     original.decision = decide(runtime.rules(), facts_for(runtime, original))
     why = original.rules_why
