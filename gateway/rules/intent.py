@@ -95,7 +95,7 @@ def _signal(entry: Any, source: str, index: int) -> Signal:
         raise IntentError(f"{where}: patterns must be a non-empty list of strings")
     for p in patterns:
         _check_linear(p, where)
-    source_re = "|".join(f"(?:{p})" for p in patterns)
+    source_re = _joined(patterns)
     if not folding.foldable(source_re.replace("\\n", "")):  # a newline has no case
         raise IntentError(f"{where}: patterns must be lower case (they search lower-cased text)")
     try:
@@ -103,6 +103,35 @@ def _signal(entry: Any, source: str, index: int) -> Signal:
     except re.error as exc:
         raise IntentError(f"{where}: bad pattern ({exc})") from None
     return Signal(name, votes, float(weight), pattern, level)
+
+
+def _joined(patterns: list[str]) -> str:
+    """One alternation; a shared leading \\b is tested once per position, not once per pattern."""
+    bounded = [p[2:] for p in patterns if p.startswith("\\b") and not _top_level_bar(p)]
+    rest = [p for p in patterns if not p.startswith("\\b") or _top_level_bar(p)]
+    parts = ["\\b(?:" + "|".join(f"(?:{p})" for p in bounded) + ")"] if bounded else []
+    return "|".join(parts + [f"(?:{p})" for p in rest])
+
+
+def _top_level_bar(pattern: str) -> bool:
+    """True when the pattern is itself an alternation outside any group or character class."""
+    depth, escaped, in_class = 0, False, False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            return True
+    return False
 
 
 def _check_linear(pattern: str, where: str) -> None:
