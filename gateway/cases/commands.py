@@ -25,7 +25,7 @@ PRIORITY = {
 CATEGORY = {
     "hendelse": "incident", "incident": "incident", "spørsmål": "question", "question": "question",
     "endring": "change", "change": "change", "utstyr": "equipment", "equipment": "equipment",
-    "annet": "other", "other": "other",
+    "admin": "admin", "administrasjon": "admin", "annet": "other", "other": "other",
 }  # fmt: skip
 _LINE = re.compile(r"^#(\w+)\s*(.*)$")
 NO_VALUE = ("escalate", "internal", "reply")
