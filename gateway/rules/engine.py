@@ -41,6 +41,7 @@ INTENT_CHOICES = {
 
 Check = Callable[[Facts], str | None]
 _INTENT_ATTR = {"intent": "category", "scope": "scope", "severity": "severity"}
+INTENT_KEYS = (*_INTENT_ATTR, "intent_clear", "also_request")
 
 
 class RuleError(Exception):
@@ -144,9 +145,7 @@ def _compile_condition(key: str, value: Any, where: str) -> Check:
         if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
             raise RuleError(f"{here}: must be an array of condition tables")
         parts = [compile_when(v, here) for v in value]
-        if key == "all":
-            return _all(parts)
-        return _any(parts)
+        return _all(parts) if key == "all" else _any(parts)
     if key == "not":
         if not isinstance(value, dict):
             raise RuleError(f"{here}: must be a condition table")
@@ -185,14 +184,8 @@ def _compile_condition(key: str, value: Any, where: str) -> Check:
             (f"attachment {n}" for n in f.message.attachments if any(fnmatch(n.lower(), g) for g in globs)),
             None,
         )
-    if key in INTENT_CHOICES:
-        wanted = _choices(value, INTENT_CHOICES[key], here)
-        return _intent_check(key, wanted)
-    if key in ("intent_clear", "also_request"):
-        if not isinstance(value, bool):
-            raise RuleError(f"{here}: must be true or false")
-        attr = "clear" if key == "intent_clear" else key
-        return lambda f: f"{key} is {value}" if getattr(f.intent, attr) == value else None
+    if key in INTENT_KEYS:
+        return _intent_condition(key, value, here)
     if key in ("authenticated", "automated", "open_hours"):
         if not isinstance(value, bool):
             raise RuleError(f"{here}: must be true or false")
@@ -206,6 +199,16 @@ def _compile_condition(key: str, value: Any, where: str) -> Check:
                 )
         return _all([_predicate(n) for n in names])
     raise RuleError(f"{here}: unknown condition")
+
+
+def _intent_condition(key: str, value: Any, here: str) -> Check:
+    """A condition on what the mail asks for (gateway.rules.intent), not on its words."""
+    if key in INTENT_CHOICES:
+        return _intent_check(key, _choices(value, INTENT_CHOICES[key], here))
+    if not isinstance(value, bool):
+        raise RuleError(f"{here}: must be true or false")
+    attr = "clear" if key == "intent_clear" else key
+    return lambda f: f"{key} is {value}" if getattr(f.intent, attr) == value else None
 
 
 def _intent_check(key: str, wanted: set[str]) -> Check:
