@@ -75,6 +75,11 @@ def test_held_out_fifth_stays_accurate(shared: Runtime) -> None:
         ('[[signal]]\nname = "x"\nvotes = "report"\nweigth = 2\npatterns = [\'nede\']\n', "unknown field"),
         ('[[signal]]\nname = "x"\nvotes = "request"\npatterns = [\'endre\']\n', "no report signals"),
         ("[settings\n", "not valid TOML"),
+        (
+            '[spelling]\nIkek = "ikke"\n[[signal]]\nname = "x"\nvotes = "report"\npatterns = [\'nede\']\n',
+            "lower-case",
+        ),
+        ('[spellings]\nikek = "ikke"\n', "unknown table"),
     ],
 )
 def test_a_bad_vocabulary_fails_at_load_naming_file_and_reason(
@@ -104,6 +109,12 @@ def test_only_the_first_64_kb_are_read(shared: Runtime) -> None:
     padding = "bla " * (shared.vocabulary.max_chars // 4)
     assert read(shared.vocabulary, "", "nettet er nede").category == "report"
     assert read(shared.vocabulary, "", padding + "nettet er nede").category == "question"
+
+
+def test_typed_in_a_hurry_is_still_read(shared: Runtime) -> None:
+    """Misspellings from the vocabulary and letters typed three times read as the words meant."""
+    intent = read(shared.vocabulary, "nettt virker ikek", "har restartet pcen")
+    assert intent.category == "report" and intent.clear
 
 
 def test_signature_and_quoted_history_do_not_vote(shared: Runtime) -> None:

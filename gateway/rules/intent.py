@@ -41,6 +41,9 @@ class Vocabulary:
     margin: float = 2.0
     max_chars: int = 65536
     request_note: float = 2.0  # a report with this much request weight also notes the request
+    # Common misspellings ("ikek") read as the word meant, before any signal is tried.
+    spelling: dict[str, str] = field(default_factory=dict)
+    respell: re.Pattern[str] | None = None
 
     @classmethod
     def load(cls, path: Path) -> Vocabulary:
@@ -51,6 +54,9 @@ class Vocabulary:
             raise IntentError(f"{path}: missing (the intent vocabulary is required)") from None
         except tomllib.TOMLDecodeError as exc:
             raise IntentError(f"{path.name}: not valid TOML ({exc})") from None
+        unknown_tables = set(data) - {"settings", "signal", "spelling"}
+        if unknown_tables:
+            raise IntentError(f"{path.name}: unknown table(s) {sorted(unknown_tables)}")
         settings = data.get("settings", {})
         unknown = set(settings) - {"min_score", "margin", "max_chars", "request_note"}
         if unknown:
@@ -61,6 +67,7 @@ class Vocabulary:
             raise IntentError(f"{path.name}: a signal name is used twice")
         if not any(s.votes == "report" for s in signals):
             raise IntentError(f"{path.name}: no report signals; fault reports could not be recognised")
+        spelling = _spelling(data.get("spelling", {}), path.name)
         try:
             return cls(
                 signals,
@@ -68,9 +75,20 @@ class Vocabulary:
                 float(settings.get("margin", 2.0)),
                 int(settings.get("max_chars", 65536)),
                 float(settings.get("request_note", 2.0)),
+                spelling,
+                re.compile(r"\b(?:" + "|".join(map(re.escape, spelling)) + r")\b") if spelling else None,
             )
         except (TypeError, ValueError) as exc:
             raise IntentError(f"{path.name}: settings: {exc}") from None
+
+
+def _spelling(table: Any, source: str) -> dict[str, str]:
+    if not isinstance(table, dict):
+        raise IntentError(f"{source} spelling: must be a table of misspelling = word")
+    for wrong, right in table.items():
+        if not re.fullmatch(r"[^\W\d_]+", wrong) or wrong != wrong.lower() or not isinstance(right, str):
+            raise IntentError(f"{source} spelling.{wrong}: a lower-case word mapped to the word meant")
+    return dict(table)
 
 
 def _signal(entry: Any, source: str, index: int) -> Signal:
@@ -230,9 +248,15 @@ def read_mail(vocabulary: Vocabulary, subject: str, body: str) -> Intent:
     return read(vocabulary, subject, new_text(body, vocabulary.max_chars))
 
 
+# A letter typed three times or more ("nettt") is read as two.
+_TRIPLED = re.compile(r"([^\W\d_])\1{2,}")
+
+
 def read(vocabulary: Vocabulary, subject: str, new_text: str) -> Intent:
     """Weigh every signal over the subject and the new text of the body (bounded)."""
-    text = folding.fold(f"{subject}\n{new_text}"[: vocabulary.max_chars])
+    text = _TRIPLED.sub(r"\1\1", folding.fold(f"{subject}\n{new_text}"[: vocabulary.max_chars]))
+    if vocabulary.respell is not None:
+        text = vocabulary.respell.sub(lambda m: vocabulary.spelling[m.group(0)], text)
     scores = dict.fromkeys(INTENTS, 0.0)
     fired: list[Fired] = []
     wide, severity = False, "none"
