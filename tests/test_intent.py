@@ -117,6 +117,12 @@ def test_typed_in_a_hurry_is_still_read(shared: Runtime) -> None:
     assert intent.category == "report" and intent.clear
 
 
+def test_a_whole_site_named_alone_is_read_as_a_fault(shared: Runtime) -> None:
+    """With no other word to go by, a whole site or a severity word opens a fault case, not a question."""
+    assert read(shared.vocabulary, "Heile rådhuset", "Ring meg.").category == "report"
+    assert read(shared.vocabulary, "Møte neste uke", "Ring meg.").category == "question"
+
+
 def test_signature_and_quoted_history_do_not_vote(shared: Runtime) -> None:
     """A disclaimer's 'error' and a quoted fault report do not make a question into a report."""
     body = (

@@ -285,8 +285,10 @@ def _conclude(
     ranked = sorted(INTENTS, key=lambda k: (-scores[k], INTENTS.index(k)))
     top, second = ranked[0], ranked[1]
     if scores[top] < vocabulary.min_score:
-        # Nothing stands out: a person reads it as a question; a fault word still makes it a report.
-        top = "report" if scores["report"] > 0 and scores["report"] >= scores[top] else "question"
+        # Nothing stands out: a person reads it as a question, but any sign of a fault (a symptom,
+        # a whole site, a severity word) makes it a report, so that a case for a fault opens.
+        faulty = scores["report"] > 0 or wide or severity != "none"
+        top = "report" if faulty and scores["report"] >= scores[top] else "question"
     clear = scores[top] >= vocabulary.min_score and scores[top] - scores[second] >= vocabulary.margin
     if top != "report" and scores["report"] > 0:
         clear = False  # any sign of a fault: never answered without a case
