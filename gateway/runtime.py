@@ -13,7 +13,8 @@ from gateway.directory.registry import Registry, RegistryError, RegistryFile
 from gateway.mail.auth import TxtLookup, dns_txt
 from gateway.mail.dkim_keys import keys_file_lookup
 from gateway.notices.templates import Templates
-from gateway.rules.engine import Rule, load_rules
+from gateway.rules.engine import INTENT_FILE, Rule, load_rules
+from gateway.rules.intent import Vocabulary
 from gateway.store.database import Store, open_store
 
 log = logging.getLogger("gateway")
@@ -27,6 +28,8 @@ class Runtime:
         self.registry_file = RegistryFile(config.registry.file)
         self._last_registry: Registry | None = None
         self._rules = load_rules(config.rules_dir, self.templates.events("customer"))
+        # What a mail asks for is weighed with this vocabulary (rules/intent.toml), read once.
+        self.vocabulary = Vocabulary.load(config.rules_dir / INTENT_FILE)
         # One lock serialises processing so a shared connection never interleaves transactions.
         self.lock = threading.RLock()
         # DNS TXT lookups for DKIM keys; auth.dkim_keys_file (tests) answers instead of DNS, in

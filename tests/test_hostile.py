@@ -241,7 +241,12 @@ def _mixed(number: int) -> bytes:
     if kind == 3:
         return mail(headers={"Auto-Submitted": "auto-replied"}, subject="Fravær", message_id=mid)
     if kind == 4:
-        return mail(sender="Per <per.hansen@nordby-skole.example>", body="Vi vil bestille en ny ruter.")
+        # Its own subject: under the default "Nettet er nede" the order would be a fault report (issue 18).
+        return mail(
+            sender="Per <per.hansen@nordby-skole.example>",
+            subject="Ny ruter",
+            body="Vi vil bestille en ny ruter.",
+        )
     if kind == 5:
         return nested_multipart(1000) + b"%d\r\n" % number
     return mail(sender="MAILER-DAEMON@mx.example", subject="Undelivered Mail", body=f"Message-ID: {mid}\n")

@@ -96,7 +96,7 @@ def _body(row: dict[str, object]) -> str:
             "Hvem kan vi spørre om fakturaen for oktober?",
             {},
             "opened",
-            "question",
+            "admin",  # issue 18: invoice mail opens an admin case
             "receipt",
         ),
         (
@@ -173,7 +173,8 @@ def test_end_user_is_pointed_to_local_support(rt: Runtime) -> None:
         ("2026-05-14 08:00:00", "critical", True),  # Ascension Day (Kristi himmelfartsdag), a Thursday
         ("2026-05-17 10:00:00", "critical", True),  # Constitution Day, a Sunday
         ("2026-11-24 05:30:00", "critical", True),  # Tuesday 06:30 in Oslo, before opening
-        ("2026-11-24 10:00:00", "high", False),  # Tuesday 11:00 in Oslo, open
+        # Issue 18: an outage is critical in opening hours too; the desk is staffed, so no call-out.
+        ("2026-11-24 10:00:00", "critical", False),  # Tuesday 11:00 in Oslo, open
     ],
 )
 def test_critical_outside_opening_hours_alerts_on_call(

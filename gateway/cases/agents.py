@@ -112,7 +112,7 @@ def notify(
     context = {
         "service": service, "case": case, "tag": f"{service.case_prefix}#{case_id}", "event": event,
         "sender": ctx.sender, "organization": ctx.sender.organization, "text": ctx.message.body,
-        "subject": ctx.message.subject, "missing": [f.nb for f in missing],
+        "subject": ctx.message.subject, "missing": [f.nb for f in missing], "flags": ctx.decision.flags,
     }  # fmt: skip
     rendered = runtime.templates.render(service.language, "staff", "notify", context)
     mail = Outgoing(

@@ -86,15 +86,7 @@ def open_case(
     d, sender, now = ctx.decision, ctx.sender, clock.iso()
     case_id = _insert_case(runtime, conn, ctx, linked, now)
     row = _opening_message(conn, ctx, key, case_id, existing_row)
-    opened = f"category={d.category} priority={d.priority} queue={d.queue}"
-    conn.executemany(
-        EVENT_INSERT,
-        [
-            (case_id, row, now, sender.address, "opened", opened, rules_why),
-            (case_id, row, now, "gateway", "threaded", "new case", ctx.thread.reason),
-            *((case_id, row, now, "rules", "rule-fired", name, why) for name, why in d.fired),
-        ],
-    )
+    conn.executemany(EVENT_INSERT, _opening_events(ctx, case_id, row, now, rules_why))
     if linked is not None:
         record(conn, linked, "gateway", "follow-up-case", f"case {case_id}", "reply to a closed case")
     case = existing_case(conn, case_id)
@@ -170,6 +162,19 @@ def _opening_message(
             (ctx.message.message_id, case_id),
         )
     return existing_row
+
+
+def _opening_events(ctx: Context, case_id: int, row: int, now: str, rules_why: str) -> list[tuple[Any, ...]]:
+    """A new case's first history: opened, threaded, each rule, what the mail asks for, agent flags."""
+    d = ctx.decision
+    opened = f"category={d.category} priority={d.priority} queue={d.queue}"
+    return [
+        (case_id, row, now, ctx.sender.address, "opened", opened, rules_why),
+        (case_id, row, now, "gateway", "threaded", "new case", ctx.thread.reason),
+        *((case_id, row, now, "rules", "rule-fired", name, why) for name, why in d.fired),
+        (case_id, row, now, "gateway", "intent", ctx.intent.summary(), ctx.intent.signals_text()),
+        *((case_id, row, now, "rules", "flag", flag, "for the agent") for flag in d.flags),
+    ]
 
 
 def _append(runtime: Runtime, conn: sqlite3.Connection, ctx: Context, key: str, rules_why: str) -> Result:

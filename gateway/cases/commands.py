@@ -26,7 +26,7 @@ PRIORITY = {
 CATEGORY = {
     "hendelse": "incident", "incident": "incident", "spørsmål": "question", "question": "question",
     "endring": "change", "change": "change", "utstyr": "equipment", "equipment": "equipment",
-    "annet": "other", "other": "other",
+    "admin": "admin", "administrasjon": "admin", "annet": "other", "other": "other",
 }  # fmt: skip
 # Spaces after '#' are allowed: `# intern` is still the command (phones insert them).
 _LINE = re.compile(r"^#\s*(\w+)\s*(.*)$")

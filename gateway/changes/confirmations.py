@@ -15,6 +15,7 @@ from gateway.flow.context import Context, Result, facts_for
 from gateway.mail.auth import Verdict
 from gateway.mail.message import parse
 from gateway.rules.engine import decide
+from gateway.rules.intent import read_mail
 from gateway.store.case_rows import record
 from gateway.store.database import get_raw
 
@@ -31,9 +32,22 @@ def new_token() -> str:
     return f"{raw[:4]}-{raw[4:]}"
 
 
+def should_ask(ctx: Context) -> bool:
+    """A confirmation request never replaces incident handling: a fault report opens its case."""
+    if ctx.decision.confirm is None:
+        return False
+    if ctx.decision.category == "incident" or ctx.intent.category == "report":
+        ctx.decision.confirm = None
+        note = "possible change order in a fault report; not held for confirmation"
+        if note not in ctx.decision.flags:
+            ctx.decision.flags.append(note)
+        return False
+    return True
+
+
 def ask(runtime: Runtime, conn: sqlite3.Connection, ctx: Context) -> Result | None:
     """A rule asked for confirmation: keep the order aside and ask the real owner of the address."""
-    if ctx.decision.confirm is None:
+    if not should_ask(ctx):
         return None
     reason = f"awaiting confirmation: {ctx.verdict.reason}"
     # Codes have their own hourly budget: forged mail that used up the receipts must not keep the
@@ -46,7 +60,7 @@ def ask(runtime: Runtime, conn: sqlite3.Connection, ctx: Context) -> Result | No
     if asked >= runtime.config.service.confirmation_limit_per_hour:
         why = f"no code sent: {ctx.sender.address} already had {asked} confirmation codes in the last hour"
         store_message(conn, ctx, ctx.key, None, "held", f"{reason}; {why}")
-        record(conn, None, "gateway", "reply-suppressed", ctx.decision.confirm, why)
+        record(conn, None, "gateway", "reply-suppressed", str(ctx.decision.confirm), why)
         return Result("held", f"{reason}; {why}", None, ctx.message.message_id)
     row = store_message(conn, ctx, ctx.key, None, "awaiting-confirmation", reason)
     token = new_token()
@@ -55,7 +69,7 @@ def ask(runtime: Runtime, conn: sqlite3.Connection, ctx: Context) -> Result | No
         (token, row, ctx.sender.address, clock.iso()),
     )
     context = casework.template_context(runtime, ctx, None) | {"token": token}
-    sent = casework.reply(runtime, conn, ctx, None, ctx.decision.confirm, context, budgeted=False)
+    sent = casework.reply(runtime, conn, ctx, None, str(ctx.decision.confirm), context, budgeted=False)
     return Result("held", f"{reason} ({ctx.rules_why})", None, ctx.message.message_id, sent)
 
 
@@ -87,12 +101,14 @@ def _open_held_order(
     ).fetchone()
     raw = get_raw(conn, sha)
     assert raw is not None  # kept with the held message
+    message = parse(raw)
     original = Context(
-        message=parse(raw),
+        message=message,
         source="confirmed",
         sender=ctx.sender,
         automated=None,
         verdict=Verdict(True, f"confirmed with code {token} from {ctx.sender.address}"),
+        intent=read_mail(runtime.vocabulary, message.subject, message.body),
     )
     original.decision = decide(runtime.rules(), facts_for(runtime, original))
     why = original.rules_why

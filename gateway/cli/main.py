@@ -31,6 +31,7 @@ from gateway.core import logs
 from gateway.core.config import Config, ConfigError, load_config
 from gateway.directory.registry import RegistryError, load_registry
 from gateway.rules.engine import RuleError
+from gateway.rules.intent import IntentError
 from gateway.runtime import Runtime
 from gateway.store.database import StorageUnavailable, open_store
 
@@ -334,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.setup(config.log, args.verbose)
     try:
         return int(args.handler(config, args))
-    except (RuleError, RegistryError, ConfigError) as exc:
+    except (RuleError, IntentError, RegistryError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EX_TEMPFAIL if args.command == "deliver" else EX_CONFIG
     except StorageUnavailable as exc:

@@ -10,6 +10,7 @@ from gateway.directory.who_wrote import Sender
 from gateway.mail.auth import Verdict
 from gateway.mail.message import InboundMessage
 from gateway.rules.engine import Decision
+from gateway.rules.intent import Intent
 from gateway.rules.predicates import Facts
 from gateway.runtime import Runtime
 
@@ -53,6 +54,8 @@ class Context:
     verdict: Verdict = field(default_factory=lambda: Verdict(False, "not checked"))
     # SMTP intake only: the session's client and recipients (the pipe and IMAP cannot vouch for them).
     arrival: Arrival | None = None
+    # What the mail asks for, weighed from its own words (gateway.rules.intent).
+    intent: Intent = field(default_factory=Intent)
     thread: ThreadMatch = field(default_factory=lambda: ThreadMatch(None, "not threaded yet"))
     decision: Decision = field(default_factory=Decision)
     # The de-duplication key: the Message-ID, else the SHA-256 of the raw bytes.
@@ -75,6 +78,7 @@ def facts_for(runtime: Runtime, ctx: Context) -> Facts:
         authenticated=ctx.verdict.authenticated,
         automated=ctx.automated is not None,
         open_hours=runtime.is_open(clock.now()),
+        intent=ctx.intent,
     )
 
 

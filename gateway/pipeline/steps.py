@@ -15,6 +15,7 @@ from gateway.mail import screening
 from gateway.mail.auth import Verdict, authenticate
 from gateway.mail.message import InboundMessage, parse
 from gateway.rules.engine import decide
+from gateway.rules.intent import read_mail
 from gateway.runtime import Runtime
 
 # A step inside the transaction: it may change the context, and a Result ends the journey.
@@ -24,7 +25,7 @@ Step = Callable[[Runtime, sqlite3.Connection, Context], "Result | None"]
 def prepare(
     runtime: Runtime, raw: bytes, source: str, envelope_from: str | None, arrival: Arrival | None = None
 ) -> Context:
-    """Everything that needs no database, before the transaction: parse, identify, authenticate, screen."""
+    """Everything that needs no database, before the transaction: parse, identify, check, screen, intent."""
     message = parse(raw, envelope_from)
     sender = identify(message.from_addr, message.from_name, runtime.registry())
     verdict = check_sender(runtime, message, source, sender)
@@ -32,8 +33,16 @@ def prepare(
         # An agent's address without proof is treated like any stranger's: held, not obeyed.
         sender = Sender(sender.address, sender.name, "unknown")
     automated = screening.automated_reason(message, runtime.config.service.address)
+    # What the mail asks for, from its own words only: separate from who wrote it and from the topic.
+    intent = read_mail(runtime.vocabulary, message.subject, message.body)
     return Context(
-        message=message, source=source, sender=sender, automated=automated, verdict=verdict, arrival=arrival
+        message=message,
+        source=source,
+        sender=sender,
+        automated=automated,
+        verdict=verdict,
+        arrival=arrival,
+        intent=intent,
     )
 
 

@@ -13,8 +13,9 @@ from typing import Any
 from gateway.core import folding
 from gateway.rules.predicates import PREDICATES, Facts
 
+INTENT_FILE = "intent.toml"
 NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
-CATEGORIES = ("incident", "question", "change", "equipment", "end-user", "monitoring", "other")
+CATEGORIES = ("incident", "question", "change", "equipment", "admin", "end-user", "monitoring", "other")
 PRIORITIES = ("critical", "high", "normal", "low")
 SENDER_KINDS = ("agent", "contact", "end-user", "unknown")
 CASE_STATES = ("none", "new", "open", "pending", "resolved", "closed")
@@ -29,9 +30,18 @@ ACTIONS = (
     "stop",
     "ask_missing",
     "confirm",
+    "flag",
 )
+# What the intent step found, as rules may test it (gateway.rules.intent).
+INTENT_CHOICES = {
+    "intent": ("report", "request", "question", "purchase", "admin"),
+    "scope": ("wide", "local"),
+    "severity": ("outage", "degraded", "none"),
+}
 
 Check = Callable[[Facts], str | None]
+_INTENT_ATTR = {"intent": "category", "scope": "scope", "severity": "severity"}
+INTENT_KEYS = (*_INTENT_ATTR, "intent_clear", "also_request")
 
 
 class RuleError(Exception):
@@ -60,6 +70,8 @@ class Decision:
     confirm: str | None = None
     notify: list[str] = field(default_factory=list)
     ask_missing: bool = False
+    # Notes for the agent who reads the case, e.g. a possible change order that was not obeyed.
+    flags: list[str] = field(default_factory=list)
     fired: list[tuple[str, str]] = field(default_factory=list)
 
     def apply(self, rule: Rule, why: str) -> bool:
@@ -80,6 +92,8 @@ class Decision:
         for target in _as_list(then.get("notify", [])):
             if target not in self.notify:
                 self.notify.append(target)
+        if "flag" in then and then["flag"] not in self.flags:
+            self.flags.append(then["flag"])
         self.ask_missing = self.ask_missing or bool(then.get("ask_missing", False))
         return bool(then.get("stop", False))
 
@@ -131,9 +145,7 @@ def _compile_condition(key: str, value: Any, where: str) -> Check:
         if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
             raise RuleError(f"{here}: must be an array of condition tables")
         parts = [compile_when(v, here) for v in value]
-        if key == "all":
-            return _all(parts)
-        return _any(parts)
+        return _all(parts) if key == "all" else _any(parts)
     if key == "not":
         if not isinstance(value, dict):
             raise RuleError(f"{here}: must be a condition table")
@@ -172,6 +184,8 @@ def _compile_condition(key: str, value: Any, where: str) -> Check:
             (f"attachment {n}" for n in f.message.attachments if any(fnmatch(n.lower(), g) for g in globs)),
             None,
         )
+    if key in INTENT_KEYS:
+        return _intent_condition(key, value, here)
     if key in ("authenticated", "automated", "open_hours"):
         if not isinstance(value, bool):
             raise RuleError(f"{here}: must be true or false")
@@ -185,6 +199,26 @@ def _compile_condition(key: str, value: Any, where: str) -> Check:
                 )
         return _all([_predicate(n) for n in names])
     raise RuleError(f"{here}: unknown condition")
+
+
+def _intent_condition(key: str, value: Any, here: str) -> Check:
+    """A condition on what the mail asks for (gateway.rules.intent), not on its words."""
+    if key in INTENT_CHOICES:
+        return _intent_check(key, _choices(value, INTENT_CHOICES[key], here))
+    if not isinstance(value, bool):
+        raise RuleError(f"{here}: must be true or false")
+    attr = "clear" if key == "intent_clear" else key
+    return lambda f: f"{key} is {value}" if getattr(f.intent, attr) == value else None
+
+
+def _intent_check(key: str, wanted: set[str]) -> Check:
+    attr = _INTENT_ATTR[key]
+
+    def check(facts: Facts) -> str | None:
+        found = getattr(facts.intent, attr)
+        return f"{key} is {found}" if found in wanted else None
+
+    return check
 
 
 def _predicate(name: str) -> Check:
@@ -245,6 +279,8 @@ def _check_then(then: Any, where: str, templates: set[str] | None) -> dict[str, 
             _choices(value, PRIORITIES, f"{where} then.priority")
         if key in ("reply", "refuse", "confirm") and templates is not None and value not in templates:
             raise RuleError(f"{where} then.{key}: no template {value!r} for every language")
+        if key == "flag" and (not isinstance(value, str) or not value.strip()):
+            raise RuleError(f"{where} then.flag: must be a non-empty text for the agent")
         if key in ("stop", "ask_missing") and not isinstance(value, bool):
             raise RuleError(f"{where} then.{key}: must be true or false")
     return dict(then)
@@ -255,6 +291,8 @@ def load_rules(directory: Path, templates: set[str] | None = None) -> list[Rule]
     rules: list[Rule] = []
     seen: dict[str, str] = {}
     for path in sorted(directory.glob("*.toml")):
+        if path.name == INTENT_FILE:
+            continue  # the intent vocabulary, read by gateway.rules.intent
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:

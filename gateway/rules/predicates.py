@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from gateway.core import folding
 from gateway.directory.who_wrote import Sender
 from gateway.mail.message import InboundMessage
+from gateway.rules.intent import Intent
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class Facts:
     authenticated: bool
     automated: bool
     open_hours: bool
+    intent: Intent = field(default_factory=Intent)
     _folded: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def text(self, field_name: str) -> str:
