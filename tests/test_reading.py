@@ -16,6 +16,7 @@ from gateway.mail import charsets, header_repair
 from gateway.mail.html_text import html_to_text
 from gateway.mail.message import parse
 from gateway.mail.quoting import new_text, strip_quoted
+from gateway.rules.predicates import Facts
 
 FIXTURES = Path(__file__).parent / "fixtures" / "reading"
 NAMES = sorted(p.stem for p in FIXTURES.glob("*.eml"))
@@ -194,3 +195,15 @@ def test_crafted_page_of_script_tags_is_fast() -> None:
     started = time.perf_counter()
     html_to_text(page)
     assert time.perf_counter() - started < 1.0
+
+
+def test_rules_read_the_new_text_not_the_quote() -> None:
+    """A word that is only in the quoted history is not in the text rules search."""
+    raw = (
+        b"From: Kari <kari@nordby-skole.example>\nSubject: SV: [SSC#4] Skriver\nContent-Type: text/plain; charset=utf-8\n\n"
+        b"Takk, det virker.\n\nDen 3. mars 2025 kl. 10:01 skrev Servicesenteret <kontakt@service.example>:\n> Kritisk feil\n"
+    )
+    facts = Facts(
+        parse(raw), Sender("kari@nordby-skole.example", "Kari", "contact"), "open", False, False, True
+    )
+    assert "Takk, det virker." in facts.text("body") and "Kritisk" not in facts.text("all")
