@@ -88,6 +88,12 @@ def test_forwarded_mail_stays_and_quotes_go() -> None:
     assert "Gammel" in strip_quoted(outlook.replace("Ok.", "Se under."), "VS: x")
 
 
+def test_old_gmail_attribution_without_verb_is_cut() -> None:
+    """A date and an address alone above '>' lines is a quote header too."""
+    assert strip_quoted("Yes.\n\n2012/11/16 Dan <dan@x.example>\n\n> hi") == "Yes."
+    assert "2012/11/16" in strip_quoted("Yes.\n\n2012/11/16 Dan <dan@x.example>\n\nnot a quote")
+
+
 def test_only_real_signatures_go() -> None:
     """Client lines go; a sentence that starts like one stays."""
     assert strip_quoted("Nettet er nede.\n\nSendt fra min iPhone") == "Nettet er nede."
@@ -163,6 +169,10 @@ LINEAR_CASES: dict[str, tuple[Callable[[int], str | bytes], Callable[[str | byte
     "separators": (lambda n: "-" * (50 * n) + " Original Message", lambda t: new_text(str(t))),
     "client lines": (lambda n: ("Sent from my " + "x " * 5 + "\n") * n, lambda t: new_text(str(t))),
     "quoted lines": (lambda n: "> x\n" * n + "svar\n" + "> y\n" * n, lambda t: new_text(str(t))),
+    "dated addresses": (
+        lambda n: "2012/11/16 " + "a " * n + "<a@" + "b" * n + ">\n> x",
+        lambda t: new_text(str(t)),
+    ),
     "links": (lambda n: "Sendt fra <https://" + "a" * n * 10 + "\n", lambda t: new_text(str(t))),
     "header repair": (
         lambda n: b"From: a@x.example\n" + b"X-A-B c\nunindented text\n" * n + b"Subject: s\n\nbody",

@@ -13,6 +13,7 @@ from tnefparse import TNEF
 from gateway.mail import charsets
 from gateway.mail.html_text import html_to_text
 
+_ATTACHED_MAIL = ("message/rfc822", "message/global")
 _TNEF_TYPES = ("application/ms-tnef", "application/vnd.ms-tnef")
 # Characters a file name must not carry into a listing or a path.
 _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f/\\]+")
@@ -82,9 +83,13 @@ def read_parts(msg: Message) -> Reading:
     while stack:
         part = stack.pop()
         ctype = part.get_content_type()
-        if ctype == "message/rfc822" or (part.is_multipart() and ctype.startswith("message/")):
+        if ctype in _ATTACHED_MAIL:
             reading.leaves += 1
             reading.attachments.append(_attached_message_name(part, reading))
+        elif ctype.startswith("message/"):
+            # Delivery reports and header copies: listed, never read as body or walked into.
+            reading.leaves += 1
+            reading.attachments.append(_file_name(part, reading) or _unnamed(ctype, reading.leaves))
         elif part.is_multipart():
             payload = part.get_payload()
             children = (

@@ -26,6 +26,10 @@ _FORWARD = re.compile(
     r"vidarebefordrat brev|videresendt melding)\s*:)\s*$",
     re.I,
 )
+# Old Gmail: "2012/11/16 Name <address>" alone above the quote, without a verb.
+_DATED_ADDRESS = re.compile(
+    r"^\s*\d{4}[/.-]\d{1,2}[/.-]\d{1,2}[^<>]{0,200}<[^<>@\s]{1,200}@[^<>\s]{1,200}>\s*$"
+)
 _RULE = re.compile(r"^\s*_{20,}\s*$")
 # Outlook's header block: From, then Sent/Date and Subject within a few lines (nb, en, sv, da, de).
 _BLOCK_FROM = re.compile(r"^\s*\*?(from|fra|från|von|de)\s*:\*?\s*\S", re.I)
@@ -107,6 +111,9 @@ def _header_length(short: list[str], i: int) -> int:
         return 1
     if _attribution(line):
         return 1
+    if _DATED_ADDRESS.match(line):
+        following = _next_filled(short, i + 1)
+        return 1 if following < len(short) and _QUOTED.match(short[following]) else 0
     nxt = short[i + 1] if i + 1 < len(short) else ""
     if line.strip() and len(nxt) < 80 and _attribution(f"{line} {nxt}"):
         return 2
