@@ -305,3 +305,32 @@ def test_reopen_close_and_follow_up_timing(rt: Runtime) -> None:
         assert result.outcome == "opened" and result.case_id == 2
         linked = rt.store.one("SELECT linked_case FROM cases WHERE id = 2")
         assert linked == {"linked_case": 1}
+
+
+def _answers(rt: Runtime) -> list[str]:
+    rows = rt.store.query("SELECT raw FROM outbox WHERE kind = 'answer' ORDER BY id")
+    return [
+        message_from_bytes(bytes(r["raw"]), policy=default).get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        for r in rows
+    ]
+
+
+def test_answer_written_under_the_quote_is_relayed(rt: Runtime) -> None:
+    """An agent who answers below the quoted mail has that answer relayed, not an empty mail."""
+    process(rt, mail(sender=CUSTOMER, subject="Skriveren på rom 204"), "pipe")
+    _agent(rt, "Den 03.03.2025 10:01, skrev IT Nordby:\n> Skriveren svarer ikke.\n\nSkriveren er startet på nytt nå.\n")
+    answers = _answers(rt)
+    assert len(answers) == 1 and "Skriveren er startet på nytt nå." in answers[0]
+    assert "Skriveren svarer ikke." not in answers[0]
+    assert rt.store.query("SELECT id FROM outbox WHERE kind = 'command-result'") == []
+
+
+def test_answer_that_is_all_quote_goes_whole_and_the_agent_is_told(rt: Runtime) -> None:
+    """When cutting the quote leaves nothing, the whole text is relayed and the confirmation says so."""
+    process(rt, mail(sender=CUSTOMER, subject="Skriveren på rom 204"), "pipe")
+    _agent(rt, "> Skriveren svarer ikke.\n> Kan dere se på den?\n")
+    answers = _answers(rt)
+    assert len(answers) == 1 and "Skriveren svarer ikke." in answers[0]
+    confirmation = _last(rt, "command-result")
+    assert "Vi fant ingen ny tekst over sitatet" in confirmation
+    assert "Endret i sak" not in confirmation

@@ -15,7 +15,7 @@ from gateway.cases.commands import Parsed, parse
 from gateway.cases.messages import store_message
 from gateway.core import clock
 from gateway.flow.context import Context, Result, ThreadMatch
-from gateway.mail.quoting import strip_quoted
+from gateway.mail.quoting import new_text
 from gateway.outbox.queue import Outgoing, enqueue
 from gateway.store.case_rows import existing_case, record
 
@@ -128,7 +128,9 @@ def handle(runtime: Runtime, conn: sqlite3.Connection, ctx: Context, key: str) -
     case_id = ctx.thread.case_id
     assert case_id is not None and ctx.sender.agent is not None
     agent = ctx.sender.agent
-    parsed = parse(strip_quoted(ctx.message.body), runtime.registry())
+    # Cutting the quote must never leave an empty answer: then the whole text goes, and the agent is told.
+    reading = new_text(ctx.message.body, ctx.message.subject)
+    parsed = parse(reading.text, runtime.registry())
     if parsed.errors:
         row = store_message(conn, ctx, key, case_id, "command-error", "; ".join(parsed.errors))
         conn.execute("UPDATE messages SET internal = 1 WHERE id = ?", (row,))
@@ -157,8 +159,17 @@ def handle(runtime: Runtime, conn: sqlite3.Connection, ctx: Context, key: str) -
         _answer_customer(runtime, conn, ctx, case_id, parsed.text)
     elif agent.line == 2:
         notify(runtime, conn, case_id, "second-line", ctx)
-    if parsed.commands:
-        _confirm(runtime, conn, ctx, case_id, changes, [])
+    if parsed.commands or reading.kept_whole:
+        _confirm(
+            runtime,
+            conn,
+            ctx,
+            case_id,
+            changes,
+            [],
+            kept_whole=reading.kept_whole,
+            commands=bool(parsed.commands),
+        )
     return Result(
         "appended", "internal note" if internal else "answer relayed", case_id, ctx.message.message_id
     )
@@ -302,9 +313,13 @@ def _confirm(
     case_id: int,
     changes: list[str],
     errors: list[str],
+    kept_whole: bool = False,
+    commands: bool = True,
 ) -> None:
     service = runtime.config.service
     context = {
+        "kept_whole": kept_whole,
+        "commands": commands,
         "service": service,
         "case": existing_case(conn, case_id),
         "tag": f"{service.case_prefix}#{case_id}",

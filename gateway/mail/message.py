@@ -5,25 +5,23 @@ from __future__ import annotations
 import email
 import email.utils
 import hashlib
-import html
 import re
 from dataclasses import dataclass, field
-from email.header import decode_header, make_header
 from email.message import Message
 from email.policy import compat32
-from typing import Any
-
-import mailparser
 
 from gateway.core.addresses import parse_mailboxes
-from gateway.mail import limits
+from gateway.mail import header_repair, limits
 from gateway.mail.limits import MessageTooComplex
+from gateway.mail.parts import decode_words, has_raw_bytes, raw_header_text, read_parts
 
 # Printable ASCII only: a Message-ID we keep may go back out in In-Reply-To and References.
 _MSGID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+>")
 # C0 and C1 controls and the Unicode line and paragraph separators: anything that could
 # end a header line once a value is reused in mail we send. Tab stays (it is whitespace).
 _CTRL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]+")
+# RFC 5322 unfolding: the line break before folding whitespace goes, the whitespace stays.
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
 _BOM = b"\xef\xbb\xbf"
 _ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
 _PLACEHOLDER = re.compile(r"\x01(\d+)\x01")
@@ -69,27 +67,15 @@ class InboundMessage:
         return seen
 
 
-def decode_text(value: str | bytes | None) -> str:
+def decode_text(value: str | bytes | None, defects: list[str] | None = None) -> str:
     """Decode an RFC 2047 header value to one clean line, whatever charset it claims."""
     if value is None:
         return ""
     if isinstance(value, bytes):
-        value = _bytes_to_text(value)
-    try:
-        text = str(make_header(decode_header(value)))
-    except (UnicodeError, LookupError, ValueError, AssertionError, email.errors.HeaderParseError):
-        text = value
+        value = value.decode("utf-8", "surrogateescape")
+    text = decode_words(_FOLD.sub("", value), defects)
     # Folded or injected CR/LF never survive into a value we may reuse in a header.
     return _CTRL.sub(" ", text).strip()
-
-
-def _bytes_to_text(data: bytes) -> str:
-    for charset in _FALLBACK_CHARSETS:
-        try:
-            return data.decode(charset)
-        except UnicodeDecodeError:
-            continue
-    return data.decode("latin-1")
 
 
 def _header_map(msg: Message) -> dict[str, list[str]]:
@@ -97,8 +83,8 @@ def _header_map(msg: Message) -> dict[str, list[str]]:
     # raw_items: for 8-bit header bytes, items() would hand back a Header that prints as U+FFFD.
     for name, value in msg.raw_items():
         text = value if isinstance(value, str) else str(value)
-        if _has_raw_bytes(text):
-            text = _bytes_to_text(text.encode("utf-8", "surrogateescape"))
+        if has_raw_bytes(text):
+            text = raw_header_text(text.encode("utf-8", "surrogateescape"))
         headers.setdefault(name.lower(), []).append(text)
     return headers
 
@@ -110,41 +96,6 @@ def _message_ids(values: list[str]) -> list[str]:
             if mid not in found:
                 found.append(mid)
     return found
-
-
-def html_to_text(markup: str) -> str:
-    text = re.sub(r"<br\s*/?>|</p>|</div>|</tr>", "\n", markup, flags=re.I)
-    text = html.unescape(_TAGS.sub("", text))
-    return re.sub(r"\n\s*\n\s*\n+", "\n\n", text).strip()
-
-
-def _body(parsed: Any, defects: list[str]) -> str:
-    try:
-        plain = "\n".join(parsed.text_plain).strip()
-        if plain:
-            return plain
-        markup = "\n".join(parsed.text_html)
-        return html_to_text(markup) if markup else ""
-    except Exception as exc:  # mail-parser is tolerant, but we never let a body stop a case
-        defects.append(f"body: {type(exc).__name__}: {exc}")
-        return ""
-
-
-def _attachment_names(parsed: Any) -> list[str]:
-    names: list[str] = []
-    for item in parsed.attachments:
-        name = decode_text(item.get("filename") or "")
-        names.append(name or "(unnamed)")
-    return names
-
-
-def _defects(parsed: Any, msg: Message) -> list[str]:
-    found = [type(d).__name__ for d in msg.defects]
-    for part in msg.walk():
-        if part is not msg:
-            found.extend(type(d).__name__ for d in part.defects)
-    found.extend(sorted(parsed.defects_categories))
-    return sorted(set(found))
 
 
 def parse(raw: bytes, envelope_from: str | None = None) -> InboundMessage:
@@ -189,22 +140,6 @@ def _mailboxes(values: list[str]) -> list[tuple[str, str]]:
     return [(decode_text(restore(name)), address) for name, address in parse_mailboxes(hidden)]
 
 
-def _part_text(part: Message) -> str | None:
-    """A text part's content, or None when its charset or bytes need mail-parser's recovery."""
-    payload = part.get_payload(decode=True)
-    if not isinstance(payload, bytes):
-        return None
-    try:
-        return payload.decode(part.get_content_charset() or "us-ascii")
-    except (LookupError, UnicodeError):
-        return None
-
-
-def _has_raw_bytes(text: str) -> bool:
-    """Raw 8-bit header bytes arrive as surrogate escapes under compat32."""
-    return not text.isascii() and any("\udc80" <= ch <= "\udcff" for ch in text)
-
-
 def _header_defects(headers: dict[str, list[str]]) -> list[str]:
     """The header checks mail-parser would have made that matter to us: dates that do not parse."""
     dates = headers.get("date", [])
@@ -213,62 +148,33 @@ def _header_defects(headers: dict[str, list[str]]) -> list[str]:
     return []
 
 
-def _clean_view(msg: Message) -> tuple[str, list[str]] | None:
-    """Body and attachment names by the standard library alone, for mail without any defect.
+def _message(data: bytes) -> tuple[Message, list[str]]:
+    """The parsed tree, read again from repaired bytes when the header block was broken."""
+    msg = email.message_from_bytes(data, policy=compat32)
+    names = [type(d).__name__ for d in msg.defects]
+    if header_repair.needs_repair(data, names, "from" in msg):
+        fixed = header_repair.repair(data)
+        if fixed is not None:
+            return email.message_from_bytes(fixed[0], policy=compat32), fixed[1]
+    return msg, []
 
-    Most mail is plain text, an HTML alternative and named attachments: walking it once is a
-    fraction of mail-parser's cost. Anything unusual (a defect, an unnamed or inline-named part,
-    an attached container, a charset that does not decode) returns None and goes to mail-parser,
-    whose tolerant view is the one we trust for broken mail.
-    """
-    plain: list[str] = []
-    markup: list[str] = []
-    names: list[str] = []
+
+def _structure_defects(msg: Message) -> list[str]:
+    """The standard library's own findings, for the whole tree."""
+    found = {type(d).__name__ for d in msg.defects}
     for part in msg.walk():
-        if part.defects:
-            return None
-        disposition = part.get_content_disposition()
-        if part.is_multipart():
-            if disposition not in (None, "inline") or part.get_filename():
-                return None
-            continue
-        filename = part.get_filename()
-        if filename:
-            if _has_raw_bytes(filename):
-                return None  # an 8-bit file name: mail-parser guesses its charset
-            if disposition == "inline" and part.get_content_maintype() == "text":
-                return None  # named inline text is both body and attachment: mail-parser's rules
-            names.append(decode_text(filename) or "(unnamed)")
-            continue
-        subtype = part.get_content_subtype()
-        if part.get_content_maintype() != "text" or subtype not in ("plain", "html"):
-            return None
-        if disposition == "attachment" or part.get("content-id"):
-            return None
-        text = _part_text(part)
-        if text is None:
-            return None
-        if text:
-            (plain if subtype == "plain" else markup).append(text)
-    body = "\n".join(plain).strip()
-    if not body and markup:
-        body = html_to_text("\n".join(markup))
-    return body, names
+        found.update(type(d).__name__ for d in part.defects)
+    return sorted(found)
 
 
 def _parse(raw: bytes, envelope_from: str | None) -> InboundMessage:
     # A UTF-8 byte-order mark before the first header hides every header from the parser;
     # the raw bytes are still kept exactly as they came.
-    msg = email.message_from_bytes(raw[len(_BOM) :] if raw.startswith(_BOM) else raw, policy=compat32)
+    msg, repaired = _message(raw[len(_BOM) :] if raw.startswith(_BOM) else raw)
     headers = _header_map(msg)
-    clean = None if msg.defects else _clean_view(msg)
-    if clean is not None:
-        defects = _header_defects(headers)
-        body, attachments = clean
-    else:
-        parsed = mailparser.MailParser(msg)
-        defects = _defects(parsed, msg)
-        body, attachments = _body(parsed, defects), _attachment_names(parsed)
+    reading = read_parts(msg)
+    defects = sorted({*repaired, *_structure_defects(msg), *_header_defects(headers), *reading.defects})
+    body, attachments = reading.body, reading.attachments
     from_values = headers.get("from", [])
     senders = _mailboxes(from_values)
     if len(from_values) != 1:
@@ -285,7 +191,7 @@ def _parse(raw: bytes, envelope_from: str | None) -> InboundMessage:
         from_count=max(len(senders), len(from_values)),
         to=[a for _, a in parse_mailboxes(headers.get("to", []))],
         cc=[a for _, a in parse_mailboxes(headers.get("cc", []))],
-        subject=decode_text(headers.get("subject", [""])[0]),
+        subject=decode_text(headers.get("subject", [""])[0], defects),
         body=body,
         in_reply_to=_message_ids(headers.get("in-reply-to", [])),
         references=_message_ids(headers.get("references", [])),

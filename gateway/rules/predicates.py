@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from gateway.core import folding
 from gateway.directory.who_wrote import Sender
 from gateway.mail.message import InboundMessage
+from gateway.mail.quoting import strip_quoted
 from gateway.rules.intent import Intent
 
 
@@ -23,13 +24,17 @@ class Facts:
     open_hours: bool
     intent: Intent = field(default_factory=Intent)
     _folded: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    _new: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def text(self, field_name: str) -> str:
+        """Rules read the new text: quoted history would make old words fire again."""
         if field_name == "subject":
             return self.message.subject
+        if not self._new:
+            self._new["body"] = strip_quoted(self.message.body, self.message.subject)
         if field_name == "body":
-            return self.message.body
-        return f"{self.message.subject}\n{self.message.body}"
+            return self._new["body"]
+        return f"{self.message.subject}\n{self._new['body']}"
 
     def folded(self, field_name: str) -> str:
         """The lower-cased text, once per field however many rules search it."""
