@@ -86,7 +86,7 @@ class IntakeHandler:
             return "451 4.3.0 Temporary failure storing the message, please retry"
         except Exception:  # anything of ours that escapes is temporary, never a bounce
             log.exception("unexpected failure, message not accepted")
-            return "451 4.3.0 Temporary local error, please retry"
+            return TEMPORARY_ERROR
         if self.on_stored is not None:
             self.on_stored(result)
         return f"250 2.0.0 Stored as {result.outcome}"
@@ -209,16 +209,34 @@ class IntakeSMTP(SMTP):
             log.info("connection closed during DATA")
             self._writer.close()
             return
-        if received is None:
-            reply = "552 Error: Too much mail data"
-        elif (content := unstuffed(received, self.line_length_limit)) is None:
-            reply = "500 Line too long (see RFC5321 4.5.3.1.6)"
-        else:
-            self.envelope.content = self.envelope.original_content = content
-            status = await self._call_handler_hook("DATA")
-            reply = "250 OK" if status is MISSING else status
+        except Exception:  # the rest of the message is still on the wire: answer, then hang up
+            log.exception("unexpected failure reading DATA, message not accepted")
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            await self.push(TEMPORARY_ERROR)
+            self._writer.close()
+            return
+        try:
+            reply = await self._reply_to(received)
+        except Exception:  # anything of ours that escapes is temporary, never a bounce
+            log.exception("unexpected failure in DATA, message not accepted")
+            reply = TEMPORARY_ERROR
         self._set_post_data_state()  # type: ignore[no-untyped-call]
         await self.push(reply)
+
+    async def _reply_to(self, received: bytes | None) -> str:
+        assert self.envelope is not None
+        if received is None:
+            return "552 Error: Too much mail data"
+        if (content := unstuffed(received, self.line_length_limit)) is None:
+            return "500 Line too long (see RFC5321 4.5.3.1.6)"
+        self.envelope.content = self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        return "250 OK" if status is MISSING else str(status)
+
+    async def handle_exception(self, error: Exception) -> str:
+        """Any other command that fails inside us: a temporary answer, where aiosmtpd says 500."""
+        log.error("unexpected failure in an SMTP command: %r", error, exc_info=error)
+        return TEMPORARY_ERROR
 
     async def _receive(self) -> bytes | None:
         """The bytes up to and including the lone dot, or None past the size limit (then not kept)."""
@@ -249,6 +267,9 @@ class IntakeSMTP(SMTP):
                 reader._limit = line_limit  # type: ignore[attr-defined]
         return None if over else b"".join(chunks)
 
+
+# The answer to a failure of ours: the client keeps the message and tries again later.
+TEMPORARY_ERROR = "451 4.3.0 Temporary local error, please retry"
 
 # How much the reader may buffer during DATA before it pauses the socket (twice this, in fact).
 DATA_BUFFER = 1 << 18
