@@ -76,7 +76,7 @@ class SmtpConfig:
     max_connections_per_client: int = 20
     # Message bytes held by the listener at once; past it new DATA is answered 451 until
     # messages being stored free their share. At least max_message_size.
-    max_bytes_in_flight: int = 67108864
+    max_bytes_in_flight: int = 33554432
 
 
 @dataclass(frozen=True)
