@@ -70,6 +70,16 @@ class SmtpConfig:
     # Run the pipeline for SMTP mail in a worker process beside the listener (two cores instead of
     # one). false keeps it in the listener's process: for a one-core box, or to debug in-process.
     intake_process: bool = True
+    # A client silent this long between commands (or between chunks of DATA) is hung up on with
+    # 421; RFC 5321 4.5.3.2 asks for at least five minutes.
+    idle_timeout_seconds: float = 300.0
+    # Connections open at once, and from one client address; more are answered 421 and closed,
+    # so silent connections cannot use up serve's file descriptors (LimitNOFILE in the unit).
+    max_connections: int = 200
+    max_connections_per_client: int = 20
+    # Message bytes held by the listener at once; past it new DATA is answered 451 until
+    # messages being stored free their share. At least max_message_size.
+    max_bytes_in_flight: int = 33554432
 
 
 @dataclass(frozen=True)
@@ -273,6 +283,15 @@ def _check_ports(smtp: SmtpConfig, relay: RelayConfig | None) -> None:
             raise ConfigError(f"{section}.port: {port} is not a TCP port")
     if smtp.max_message_size < 1024:
         raise ConfigError("smtp.max_message_size: must be at least 1024 bytes")
+    if smtp.idle_timeout_seconds <= 0:
+        raise ConfigError("smtp.idle_timeout_seconds: must be more than 0")
+    for key in ("max_connections", "max_connections_per_client"):
+        if getattr(smtp, key) < 1:
+            raise ConfigError(f"smtp.{key}: must be at least 1")
+    if smtp.max_connections_per_client > smtp.max_connections:
+        raise ConfigError("smtp.max_connections_per_client: must not be more than smtp.max_connections")
+    if smtp.max_bytes_in_flight < smtp.max_message_size:
+        raise ConfigError("smtp.max_bytes_in_flight: must be at least smtp.max_message_size")
 
 
 def _targets(section: dict[str, Any]) -> Targets:

@@ -16,7 +16,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 
 from gateway.core import child as child_process
-from gateway.core import logs
+from gateway.core import logs, memory
 from gateway.core.config import Config
 from gateway.flow.context import Result
 from gateway.pipeline.process import Item, process_batch, quarantine
@@ -35,6 +35,8 @@ SOLO_SECONDS = 60.0
 CRASHES_BEFORE_QUARANTINE = 2
 # The most messages the worker joins into one transaction from frames already waiting.
 JOIN_LIMIT = 64
+# Message bytes in one batch past which the worker hands its freed heap back (malloc_trim).
+BIG_BATCH = 8 << 20
 # The WAL size (4 KiB pages) at which the worker's own commits checkpoint: 16 MB, four times
 # SQLite's default, so the outbox sender's commits checkpoint first (Store.defer_checkpoints).
 # Not more: with no mail going out the worker checkpoints itself, and that COMMIT holds the 250s.
@@ -232,6 +234,9 @@ def main() -> int:
                 outcome = ("error", f"{type(exc).__name__}: {exc}")
             for reply in _replies([len(batch) for batch, _ in group], outcome):
                 child_process.write_frame(frames, reply)
+            if sum(len(raw) for batch, _ in group for raw, _, _ in batch) > BIG_BATCH:
+                del group, outcome
+                memory.give_back()  # after big mail, the heap's free pages go back to the system
     finally:
         runtime.close()
     return 0

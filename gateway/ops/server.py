@@ -8,6 +8,7 @@ import threading
 from types import FrameType
 
 from gateway.cases.casework import close_resolved
+from gateway.core import memory
 from gateway.core.config import Config
 from gateway.flow.context import Result
 from gateway.intake.smtp import Listener
@@ -25,6 +26,7 @@ class Server:
     """Everything `gateway serve` runs; stop() is the graceful path SIGTERM takes."""
 
     def __init__(self, config: Config, port: int | None = None) -> None:
+        memory.map_big_buffers()
         self.runtime = Runtime(config)
         self.outbox = SenderProcess(config)
         self.listener = Listener(self.runtime, on_stored=self._stored, port=port)

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import logging
 import os
-import quopri
 import smtplib
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime, formataddr
+from email.utils import format_datetime
 from typing import Any
 
 from gateway.core import clock
 from gateway.core.config import Config
 from gateway.core.crashpoints import crashpoint
 from gateway.mail.screening import LOOP_HEADER
+from gateway.outbox import mime
+from gateway.outbox.headers import address_line, folded, header_line, message_ids, one_line
 from gateway.store.case_rows import record
 from gateway.store.database import StorageUnavailable, Store
 
@@ -48,95 +46,39 @@ class Outgoing:
     html: str = ""  # an HTML alternative to the text body, for digests
 
 
-def _one_line(value: str) -> str:
-    # Text from customers reaches headers (subjects, names): CR/LF must never start a new header.
-    return " ".join(value.split())
+# Headers of addresses and identifiers: folded at spaces, never encoded.
+_STRUCTURED = frozenset({"To", "Cc", "Message-ID", "In-Reply-To", "References", "Reply-To"})
 
 
-def _header_line(name: str, value: str) -> bytes:
-    if value.isascii():
-        if len(name) + len(value) < 77:  # most headers: nothing to fold
-            return f"{name}: {value}\r\n".encode("ascii")
-        words, lines, line = value.split(" "), [], f"{name}:"
-        for word in words:  # fold at spaces so no line passes 78 characters where it can be helped
-            if len(line) + 1 + len(word) > 78 and line != f"{name}:":
-                lines.append(line)
-                line = ""
-            line += " " + word
-        lines.append(line)
-        return ("\r\n".join(lines) + "\r\n").encode("ascii")
-    return f"{name}: {_encoded_words(value)}\r\n".encode("ascii")
-
-
-def _encoded_words(value: str) -> str:
-    """RFC 2047 base64 words of at most 45 bytes, never splitting a UTF-8 character."""
-    data, words, start = value.encode("utf-8"), [], 0
-    while start < len(data):
-        end = min(start + 45, len(data))
-        while end < len(data) and data[end] & 0xC0 == 0x80:
-            end -= 1  # back off to the first byte of the character that would be cut
-        words.append(data[start:end])
-        start = end
-    return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w).decode('ascii')}?=" for w in words or [b""])
-
-
-def _plain(config: Config, mail: Outgoing, message_id: str) -> bytes:
-    """A text/plain mail built by hand: the email package's header policy costs milliseconds per mail."""
+def _head(config: Config, mail: Outgoing, message_id: str) -> bytes:
+    """Our header block, built by hand: the email package's policy costs milliseconds per mail
+    and folded a long unbroken word into a line the relay refused."""
     service = config.service
     headers = [
-        ("From", formataddr((_one_line(mail.from_name or service.name), service.address), charset="utf-8")),
         ("To", ", ".join(mail.to)),
         *([("Cc", ", ".join(mail.cc))] if mail.cc else []),
-        ("Subject", _one_line(mail.subject)),
+        ("Subject", one_line(mail.subject)),
         ("Date", format_datetime(clock.now())),
         ("Message-ID", message_id),
-        *([("In-Reply-To", mail.in_reply_to)] if mail.in_reply_to else []),
-        *([("References", " ".join(mail.references[-20:]))] if mail.references else []),
+        *([("In-Reply-To", message_ids([mail.in_reply_to]))] if mail.in_reply_to else []),
+        *([("References", message_ids(mail.references[-20:]))] if mail.references else []),
         *([("Reply-To", mail.reply_to)] if mail.reply_to else []),
         *([("Auto-Submitted", mail.auto_submitted)] if mail.auto_submitted else []),
         (LOOP_HEADER, service.address),
         ("MIME-Version", "1.0"),
-        ("Content-Type", 'text/plain; charset="utf-8"'),
-        ("Content-Transfer-Encoding", "quoted-printable"),
     ]
-    head = b"".join(_header_line(name, value) for name, value in headers)
-    text = mail.body.replace("\r\n", "\n").encode("utf-8")
-    body = quopri.encodestring(text).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-    return head + b"\r\n" + body
+    sender = address_line("From", one_line(mail.from_name or service.name), service.address)
+    return sender + b"".join(
+        folded(name, value) if name in _STRUCTURED else header_line(name, value)
+        for name, value in headers
+        if value or name not in _STRUCTURED  # an id too long to send leaves its header empty
+    )
 
 
 def compose(config: Config, mail: Outgoing) -> tuple[str, bytes]:
     """Build the bytes of an outgoing mail; returns (Message-ID, raw)."""
-    service = config.service
-    message_id = clock.new_message_id(service.domain)
-    plain_addresses = all(a.isascii() for a in [*mail.to, *mail.cc, mail.reply_to])
-    if not mail.html and not mail.attachments and plain_addresses:
-        return message_id, _plain(config, mail, message_id)
-    msg = EmailMessage(policy=SMTP)
-    msg["From"] = formataddr((mail.from_name or service.name, service.address))
-    msg["To"] = ", ".join(mail.to)
-    if mail.cc:
-        msg["Cc"] = ", ".join(mail.cc)
-    # Subjects can carry text from the customer: never let it fold into a new header.
-    msg["Subject"] = " ".join(mail.subject.split())
-    msg["Date"] = format_datetime(clock.now())
-    msg["Message-ID"] = message_id
-    if mail.in_reply_to:
-        msg["In-Reply-To"] = mail.in_reply_to
-    if mail.references:
-        msg["References"] = " ".join(mail.references[-20:])
-    if mail.reply_to:
-        msg["Reply-To"] = mail.reply_to
-    if mail.auto_submitted:
-        msg["Auto-Submitted"] = mail.auto_submitted
-    msg[LOOP_HEADER] = service.address
-    msg.set_content(mail.body, charset="utf-8")
-    if mail.html:
-        msg.add_alternative(mail.html, subtype="html", charset="utf-8")
-    for name, mime, data in mail.attachments:
-        maintype, _, subtype = mime.partition("/")
-        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
-    return message_id, msg.as_bytes()
+    message_id = clock.new_message_id(config.service.domain)
+    return message_id, _head(config, mail, message_id) + mime.body(mail.body, mail.html, mail.attachments)
 
 
 def enqueue(conn: sqlite3.Connection, config: Config, mail: Outgoing, case_id: int | None) -> str:
