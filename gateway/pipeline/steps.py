@@ -29,8 +29,18 @@ def prepare(runtime: Runtime, raw: bytes, source: str, envelope_from: str | None
     if sender.kind == "agent" and not verdict.authenticated and runtime.config.auth.require_for_agents:
         # An agent's address without proof is treated like any stranger's: held, not obeyed.
         sender = Sender(sender.address, sender.name, "unknown")
+        unproven = f"agent mail not authenticated: {verdict.reason}"
+    else:
+        unproven = None
     automated = screening.automated_reason(message, runtime.config.service.address)
-    return Context(message=message, source=source, sender=sender, automated=automated, verdict=verdict)
+    return Context(
+        message=message,
+        source=source,
+        sender=sender,
+        automated=automated,
+        verdict=verdict,
+        unproven_agent=unproven,
+    )
 
 
 def check_sender(runtime: Runtime, message: InboundMessage, source: str, sender: Sender) -> Verdict:
