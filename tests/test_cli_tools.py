@@ -154,3 +154,44 @@ def test_acting_commands_speak_json(
         assert isinstance(data, list) and data and {"name", "source", "then"} <= set(data[0])
     else:
         assert key in data
+
+
+def test_backup_and_digest_speak_json(
+    tmp_path: Path, config_path: Path, runtime: Runtime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`backup --json` gives the manifest and `digest --json` what was queued for whom."""
+    _case(runtime)
+    assert run(config_path, "backup", str(tmp_path / "copy"), "--json") == 0
+    manifest = json.loads(capsys.readouterr().out)
+    assert manifest["counts"]["cases"] == 1 and manifest["path"].endswith("copy")
+    assert run(config_path, "digest", "--period", "daily", "--json") == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["digests"][0]["audience"] == "agents"
+    assert first["digests"][0]["result"].startswith("agents: queued daily digest")
+    assert run(config_path, "digest", "--period", "daily", "--json") == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["digests"] == [] and "already sent" in again["notes"][0]
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_long_commands_show_progress_only_on_a_terminal(
+    tmp_path: Path,
+    config_path: Path,
+    runtime: Runtime,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    terminal: bool,
+) -> None:
+    """backup, search and purge draw a progress bar on a terminal and print nothing extra when piped."""
+    _case(runtime)
+    capsys.readouterr()
+    monkeypatch.setenv("TTY_COMPATIBLE", "1" if terminal else "0")
+    assert run(config_path, "backup", str(tmp_path / "copy")) == 0
+    assert run(config_path, "cases", "search", "nettet") == 0
+    assert run(config_path, "purge") == 0
+    captured = capsys.readouterr()
+    shown = [word for word in ("backing up", "indexing new mail", "purging") if word in captured.err]
+    assert shown == (["backing up", "indexing new mail", "purging"] if terminal else [])
+    assert captured.out.startswith("backup written to") and "backing up" not in captured.out
+    if not terminal:
+        assert captured.err == ""
