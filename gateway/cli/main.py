@@ -34,6 +34,7 @@ from gateway.cli.common import (
 from gateway.core import logs
 from gateway.core.config import Config, ConfigError, load_config
 from gateway.directory.registry import RegistryError, load_registry
+from gateway.ops.ownership import hand_back
 from gateway.rules.engine import RuleError
 from gateway.runtime import Runtime
 from gateway.store.database import StorageUnavailable
@@ -221,6 +222,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"{', '.join(wrong)}: cases here are {config.service.case_prefix}#N")
     logs.setup(config.log, args.verbose)
     try:
+        return _run(config, args)
+    finally:
+        if getattr(args, "needs_config", True):
+            hand_back(config.storage.path)
+
+
+def _run(config: Config, args: argparse.Namespace) -> int:
+    """The command's handler, with each way it can fail turned into one line and an exit code."""
+    try:
         code = int(args.handler(config, args))
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
         return code
@@ -233,7 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EX_TEMPFAIL if args.command == "deliver" else EX_CONFIG
     except StorageUnavailable as exc:
-        print(f"storage unavailable: {exc}", file=sys.stderr)
+        # A store the user may not write to is the usual cause when an operator runs a command.
+        hint = "; run as the service's user" if "readonly" in str(exc) else ""
+        print(f"storage unavailable: {exc}{hint}", file=sys.stderr)
         return EX_TEMPFAIL
     except PermissionError as exc:
         print(f"permission denied: {exc.filename or exc}: run as the service's user", file=sys.stderr)
