@@ -195,3 +195,18 @@ def test_long_commands_show_progress_only_on_a_terminal(
     assert captured.out.startswith("backup written to") and "backing up" not in captured.out
     if not terminal:
         assert captured.err == ""
+
+
+def test_outbox_retry_speaks_json(
+    config_path: Path, runtime: Runtime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`outbox retry --json` lists the mail queued again; a mail that is not failed is refused with 65."""
+    _case(runtime)
+    first = runtime.store.one("SELECT id, kind FROM outbox ORDER BY id LIMIT 1")
+    with runtime.store.write() as conn:
+        conn.execute("UPDATE outbox SET status = 'failed' WHERE id = ?", (first["id"],))
+    assert run(config_path, "outbox", "retry", str(first["id"]), "--json") == 0
+    assert json.loads(capsys.readouterr().out) == [
+        {"id": first["id"], "kind": first["kind"], "status": "queued"}
+    ]
+    assert run(config_path, "outbox", "retry", str(first["id"]), "--json") == 65
