@@ -65,8 +65,9 @@ def cmd_quarantine_replay(config: Config, args: argparse.Namespace) -> int:
         print_json(results)
     elif not results:
         say_empty("quarantined mail to replay")
+    # One JSON object a line, as `gateway deliver` prints its result.
     for result in [] if args.json else results:
-        print(f"{result['id']}: {result['outcome']} {result['reason']}")
+        print(json.dumps(result, ensure_ascii=False))
     if any(r["outcome"] == "missing" for r in results):
         return EX_NOINPUT
     return EX_SOFTWARE if any(r["outcome"] == "quarantined" for r in results) else EX_OK
