@@ -24,6 +24,7 @@ run: setup
 # Everything CI runs: system packages the tests need, lint, types, the whole suite.
 test: setup
 	bash .ci/install-dovecot
+	bash .ci/install-postfix
 	bash .ci/install-chromium
 	$(BIN)/ruff check gateway tests bench
 	$(BIN)/lint-imports

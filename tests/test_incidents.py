@@ -78,12 +78,12 @@ def test_customer_reply_to_the_notice_joins_the_case(runtime: Runtime, relay: Re
 def test_incident_commands_exit_codes(
     runtime: Runtime, relay: RecordingRelay, config_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The CLI opens and resolves; an unknown organisation is 65, an unknown case 66, a second resolve 65."""
+    """The CLI opens and resolves (case ids as 1, SSC#1 or [SSC#1]); an unknown organisation is 65, an unknown case 66, a second resolve 65."""
     base = ["--config", str(config_path), "incident"]
     assert main([*base, "notify", "--org", "nordby-skole", "--title", "Nettet er nede i gymsalen"]) == 0
     assert "opened SSC#1" in capsys.readouterr().out
-    assert main([*base, "update", "1", "--message", "Feilen er funnet i svitsjen."]) == 0
-    assert main([*base, "resolve", "1", "--message", "Svitsjen er byttet."]) == 0
+    assert main([*base, "update", "SSC#1", "--message", "Feilen er funnet i svitsjen."]) == 0
+    assert main([*base, "resolve", "[SSC#1]", "--message", "Svitsjen er byttet."]) == 0
     assert main([*base, "resolve", "1"]) == 65
     assert main([*base, "notify", "--org", "ukjent", "--title", "x"]) == 65
     assert main([*base, "update", "99", "--message", "x"]) == 66

@@ -129,7 +129,11 @@ def test_init_writes_a_config_that_works(tmp_path: Path) -> None:
     """`gateway init DIR` gives a config whose registry and rules check out, and never overwrites it."""
     target = tmp_path / "etc-gateway"
     first = subprocess.run(
-        [*GATEWAY, "init", str(target)], capture_output=True, text=True, timeout=60, cwd=tmp_path
+        [*GATEWAY, "init", str(target), "--storage", "state"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
     )
     assert first.returncode == 0, first.stderr
     config = str(target / "gateway.toml")
@@ -140,7 +144,10 @@ def test_init_writes_a_config_that_works(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         assert done.stdout.splitlines()[-1].startswith("ok: ")
     loaded = load_config(config)
-    assert loaded.storage.database == target / "var" / "gateway.db"
+    # Absolute, so the service, cron and a shell elsewhere all find the same store.
+    assert loaded.storage.database == tmp_path / "state" / "gateway.db"
+    text = (target / "gateway.toml").read_text(encoding="utf-8")
+    assert f'path = "{tmp_path / "state"}"' in text and "copy to" not in text.lower()
     assert (target / "templates" / "nb" / "customer" / "receipt.txt.j2").is_file()
     (target / "rules" / "90-receipts.toml").write_text("# edited by the operator\n", encoding="utf-8")
     again = subprocess.run([*GATEWAY, "init", str(target)], capture_output=True, text=True, timeout=60)
@@ -227,6 +234,7 @@ def _delete_messages(conn: sqlite3.Connection, case_id: int | None) -> None:
 def test_search_index_follows_in_batches_and_stays_exact(runtime: Runtime) -> None:
     """Mail is indexed behind a watermark; edits and deletes before and after it keep the index exact."""
     from gateway.store import search
+
     store = runtime.store
     first = process(runtime, mail(subject="Ruteren i gymsalen", body="Ruteren blinker rødt.\n"), "smtp")
     second = process(runtime, mail(subject="Skriveren på biblioteket", body="Papirstopp igjen.\n"), "smtp")
@@ -309,6 +317,7 @@ def test_search_catches_up_across_deleted_ids_in_small_steps(
 ) -> None:
     """Catch-up goes on until the mark reaches the newest message, even over a step with no rows left."""
     from gateway.store import search
+
     monkeypatch.setattr(search, "MOST_AT_ONCE", 1)
     cases = [
         process(runtime, mail(subject=f"Ruter {n}", body="Ruteren i gymsalen.\n"), "smtp") for n in range(3)
@@ -327,6 +336,7 @@ def test_a_broken_search_index_never_stops_intake(
     import sqlite3
 
     from gateway.store import search
+
     def corrupt(conn: sqlite3.Connection, at_least: int = 1) -> int:
         conn.execute("UPDATE search_progress SET indexed_upto = indexed_upto + 1000")  # must not stick
         raise sqlite3.DatabaseError("database disk image is malformed")

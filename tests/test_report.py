@@ -85,4 +85,4 @@ def test_json_and_csv_are_exclusive(config_file: Path) -> None:
     """Asking for both machine formats is a usage error, not a guess."""
     with pytest.raises(SystemExit) as exit_info:
         main(["--config", str(config_file), "report", "--json", "--csv"])
-    assert exit_info.value.code == 2
+    assert exit_info.value.code == 64  # EX_USAGE, as every usage error of the CLI (issue 22)

@@ -12,8 +12,9 @@ from freezegun import freeze_time
 
 from gateway.cli.main import main
 from gateway.core import clock
-from gateway.core.config import load_config
+from gateway.core.config import Config, load_config
 from gateway.ops.lock import ServeLock
+from gateway.ops.metrics import TrafficCollector
 from gateway.ops.server import Server
 from gateway.ops.status import collect
 from gateway.outbox.queue import Deliverer
@@ -96,3 +97,63 @@ def test_metrics_endpoint_serves_the_status_numbers(tmp_path: Path, config_path:
     assert "gateway_listener_up 1.0" in text
     assert "gateway_quarantine_unreplayed 0.0" in text
     assert "gateway_healthy" in text and "gateway_outbox_queued" in text
+
+
+def _samples(collector: TrafficCollector) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in collector.collect()
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+
+
+def test_traffic_counters_by_intake_outcome_and_delivery(config: Config, runtime: Runtime) -> None:
+    """Messages count by intake and outcome, outgoing mail as sent, deferred and failed, across scrapes."""
+    collector = TrafficCollector(config)
+    process(runtime, mail(), "pipe")
+    process(runtime, mail(sender="Mona <mona@service.example>", subject="Hei"), "pipe")  # held
+    process(runtime, mail(subject="Skriveren"), "smtp")
+    first = _samples(collector)
+    assert first[("gateway_messages_total", (("intake", "pipe"), ("outcome", "case")))] == 1
+    assert first[("gateway_messages_total", (("intake", "pipe"), ("outcome", "held")))] == 1
+    assert first[("gateway_messages_total", (("intake", "smtp"), ("outcome", "case")))] == 1
+    assert first[("gateway_outbox_sent_total", ())] == 0
+    ids = [r["id"] for r in runtime.store.query("SELECT id FROM outbox ORDER BY id")]
+    assert len(ids) >= 3
+    with runtime.store.write() as conn:
+        conn.execute("UPDATE outbox SET status = 'sent', attempts = 3 WHERE id = ?", (ids[0],))
+        conn.execute("UPDATE outbox SET status = 'failed', attempts = 2 WHERE id = ?", (ids[1],))
+        conn.execute("UPDATE outbox SET attempts = 1 WHERE id = ?", (ids[2],))
+        conn.execute(
+            "INSERT INTO quarantine (sha256, source, error, created_at)"
+            " SELECT sha256, 'replay:imap', 'boom', '2026-11-24T09:00:00Z' FROM raw_messages LIMIT 1"
+        )
+    process(runtime, mail(subject="Nettet igjen"), "imap")
+    second = _samples(collector)
+    assert second[("gateway_outbox_sent_total", ())] == 1
+    assert second[("gateway_outbox_failed_total", ())] == 1
+    assert second[("gateway_outbox_deferred_total", ())] == 2 + 1 + 1
+    assert second[("gateway_messages_total", (("intake", "imap"), ("outcome", "case")))] == 1
+    assert second[("gateway_messages_total", (("intake", "pipe"), ("outcome", "case")))] == 1
+    assert second[("gateway_messages_total", (("intake", "replay"), ("outcome", "quarantined")))] == 1
+
+
+def test_metrics_endpoint_has_traffic_and_process_figures(config_path: Path) -> None:
+    """The endpoint serves the traffic counters and the process collector's figures."""
+    port = free_port()
+    config_path.write_text(config_path.read_text() + f"\n[metrics]\nport = {port}\n", encoding="utf-8")
+    server = Server(load_config(config_path))
+    server.start()
+    try:
+        smtp_send(server.listener.address[1], mail())
+        wait_for(
+            lambda: server.runtime.store.one("SELECT 1 FROM outbox WHERE status = 'sent'"), what="a sent mail"
+        )
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+    finally:
+        server.stop()
+    assert 'gateway_messages_total{intake="smtp",outcome="case"} 1.0' in text
+    assert "gateway_outbox_sent_total" in text and "gateway_outbox_deferred_total" in text
+    assert "process_open_fds" in text and "process_resident_memory_bytes" in text

@@ -11,7 +11,7 @@ import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from gateway.cases import case_fields
-from gateway.cases.commands import Parsed, parse
+from gateway.cases.commands import Command, parse
 from gateway.cases.messages import store_message
 from gateway.core import clock
 from gateway.flow.context import Context, Result, ThreadMatch
@@ -154,7 +154,7 @@ def handle(runtime: Runtime, conn: sqlite3.Connection, ctx: Context, key: str) -
         ctx.thread.reason,
         row,
     )
-    changes = _apply(runtime, conn, ctx, case_id, parsed, row)
+    changes = apply_commands(runtime, conn, ctx.sender.address, case_id, parsed.commands, row)
     if not internal:
         _answer_customer(runtime, conn, ctx, case_id, parsed.text)
     elif agent.line == 2:
@@ -175,15 +175,19 @@ def handle(runtime: Runtime, conn: sqlite3.Connection, ctx: Context, key: str) -
     )
 
 
-def _apply(
-    runtime: Runtime, conn: sqlite3.Connection, ctx: Context, case_id: int, parsed: Parsed, row: int
+def apply_commands(
+    runtime: Runtime,
+    conn: sqlite3.Connection,
+    actor: str,
+    case_id: int,
+    commands: list[Command],
+    row: int | None,
 ) -> list[str]:
-
+    """Checked commands onto a case, each change in its history under `actor`; what changed, as lines."""
     case = existing_case(conn, case_id)
-    actor = ctx.sender.address
     changes: list[str] = []
     updates: dict[str, Any] = {}
-    for command in parsed.commands:
+    for command in commands:
         field = {"status": "status", "priority": "priority", "category": "category", "assign": "owner"}.get(
             command.name
         )

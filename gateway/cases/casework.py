@@ -55,8 +55,10 @@ def hold(runtime: Runtime, conn: sqlite3.Connection, ctx: Context) -> Result | N
     """A rule said hold: stored for an agent to triage, nothing sent."""
     if ctx.decision.hold is None:
         return None
-    store_message(conn, ctx, ctx.key, None, "held", f"{ctx.decision.hold} ({ctx.rules_why})")
-    return Result("held", ctx.decision.hold, None, ctx.message.message_id)
+    # "unknown sender" would send an agent looking in the registry, when the cause is authentication.
+    reason = ctx.unproven_agent or ctx.decision.hold
+    store_message(conn, ctx, ctx.key, None, "held", f"{reason} ({ctx.rules_why})")
+    return Result("held", reason, None, ctx.message.message_id)
 
 
 def act(runtime: Runtime, conn: sqlite3.Connection, ctx: Context) -> Result:

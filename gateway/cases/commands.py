@@ -61,7 +61,7 @@ class Parsed:
         return any(c.name == name for c in self.commands)
 
 
-def _check(name: str, value: str, registry: Registry) -> str | None:
+def check(name: str, value: str, registry: Registry) -> str | None:
     """The canonical value, or raise ValueError naming what is wrong."""
     if name in NO_VALUE:
         return ""
@@ -100,7 +100,7 @@ def parse(body: str, registry: Registry) -> Parsed:
             errors.append(f"{line}: unknown command")
             continue
         try:
-            value = _check(name, found.group(2), registry)
+            value = check(name, found.group(2), registry)
         except ValueError as exc:
             errors.append(f"{line}: {exc}")
             continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from gateway.cli.common import print_json, progress
 from gateway.core import clock
 from gateway.core.addresses import AddressError, normalise_address
 from gateway.core.config import Config
@@ -35,21 +36,47 @@ def cmd_digest(config: Config, args: argparse.Namespace) -> int:
             # The agents' figures are the costly part; a second run for the period skips them.
             sent_at = already_sent(runtime, period, args.to)
             if sent_at is not None:
-                print(already_said(args.to, period, sent_at))
+                said = already_said(args.to, period, sent_at)
+                if args.json:
+                    print_json({"period": period.kind, "label": period.label, "digests": [], "notes": [said]})
+                else:
+                    print(said)
                 return EX_OK
         digests, notes = build(runtime, period, args.to, now)
-        for note in notes:
-            print(note)
-        for digest in digests:
-            if args.dry_run:
-                _print_dry_run(runtime, period, digest)
-            else:
-                print(send(runtime, period, digest))
+        done: list[dict[str, Any]] = []
+        with progress("queueing digests") as tick:
+            for count, digest in enumerate(digests, 1):
+                said = "dry run: nothing sent" if args.dry_run else send(runtime, period, digest)
+                done.append(
+                    {"audience": digest.audience, "to": digest.to, "subject": digest.subject, "result": said}
+                )
+                tick(count, len(digests))
+        if args.json:
+            print_json({"period": period.kind, "label": period.label, "digests": done, "notes": notes})
+        else:
+            _print(runtime, period, notes, digests, done, args.dry_run)
         if not digests and args.to == "agents":
             return EX_NOINPUT
         return EX_OK
     finally:
         runtime.close()
+
+
+def _print(
+    runtime: Runtime,
+    period: Period,
+    notes: list[str],
+    digests: list[Digest],
+    done: list[dict[str, Any]],
+    dry_run: bool,
+) -> None:
+    for note in notes:
+        print(note)
+    for digest, result in zip(digests, done, strict=True):
+        if dry_run:
+            _print_dry_run(runtime, period, digest)
+        else:
+            print(result["result"])
 
 
 def _print_dry_run(runtime: Runtime, period: Period, digest: Digest) -> None:
@@ -69,4 +96,5 @@ def add_commands(top: Any) -> None:
         "--to", type=_target, default="agents", metavar="agents|customers|ADDRESS", help="default: agents"
     )
     parser.add_argument("--dry-run", action="store_true", help="print what would be sent; record nothing")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(handler=cmd_digest)

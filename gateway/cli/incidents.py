@@ -7,7 +7,7 @@ import getpass
 from collections.abc import Callable
 from typing import Any
 
-from gateway.cli.common import run_action
+from gateway.cli.common import case_id, run_action
 from gateway.core.config import Config
 from gateway.incidents.detected import CaseNotFound, IncidentRefused, notify, resolve, update
 from gateway.runtime import Runtime
@@ -19,8 +19,8 @@ def _run(config: Config, action: Callable[[Runtime], str]) -> int:
 
 def cmd_notify(config: Config, args: argparse.Namespace) -> int:
     def action(runtime: Runtime) -> str:
-        case_id = notify(runtime, args.org, args.title, args.description, getpass.getuser())
-        return f"opened {config.service.case_prefix}#{case_id}; notice queued to the incidents contacts"
+        opened = notify(runtime, args.org, args.title, args.description, getpass.getuser())
+        return f"opened {config.service.case_prefix}#{opened}; notice queued to the incidents contacts"
 
     return _run(config, action)
 
@@ -53,9 +53,9 @@ def add_commands(top: Any) -> None:
     notify_p.add_argument("--description", default="")
     update_p = group.add_parser("update", help="send a follow-up in the incident's thread")
     update_p.set_defaults(handler=cmd_update)
-    update_p.add_argument("case", type=int)
+    update_p.add_argument("case", type=case_id, help="12, SSC#12 or [SSC#12]")
     update_p.add_argument("--message", required=True)
     resolve_p = group.add_parser("resolve", help="resolve the incident and send the all-clear")
     resolve_p.set_defaults(handler=cmd_resolve)
-    resolve_p.add_argument("case", type=int)
+    resolve_p.add_argument("case", type=case_id, help="12, SSC#12 or [SSC#12]")
     resolve_p.add_argument("--message", default="")

@@ -8,6 +8,7 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
+from gateway.cli.common import progress
 from gateway.core.config import Config
 from gateway.ops.retention import plan, purge
 from gateway.store.database import open_store
@@ -16,7 +17,11 @@ from gateway.store.database import open_store
 def cmd_purge(config: Config, args: argparse.Namespace) -> int:
     store = open_store(config.storage)
     try:
-        result = plan(config, store.conn) if args.dry_run else purge(config, store)
+        if args.dry_run:
+            result = plan(config, store.conn)
+        else:
+            with progress("purging") as tick:
+                result = purge(config, store, tick)
     finally:
         store.close()
     if args.json:

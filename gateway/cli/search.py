@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from gateway.cli.common import progress
 from gateway.core import clock
 from gateway.core.config import Config
 from gateway.store.database import open_store
@@ -36,7 +37,9 @@ def cmd_cases_search(config: Config, args: argparse.Namespace) -> int:
     except argparse.ArgumentTypeError as exc:
         print(f"search: {exc}", file=sys.stderr)
         return EX_USAGE
-    rows = search_cases(open_store(config.storage), args.text, args.org, args.status, since, args.limit)
+    store = open_store(config.storage)
+    with progress("indexing new mail") as tick:
+        rows = search_cases(store, args.text, args.org, args.status, since, args.limit, tick)
     if args.json:
         json.dump(rows, sys.stdout, ensure_ascii=False, indent=2)
         sys.stdout.write("\n")

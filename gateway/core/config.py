@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from ipaddress import ip_network
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway.core.addresses import AddressError, normalise_address
+from gateway.core.shipped import shipped_dir
 
 DEFAULT_PATH = "gateway.toml"
 LANGUAGES = ("nb", "en")
@@ -394,10 +396,24 @@ def parse_config(data: dict[str, Any], base: Path, source: Path | None = None) -
         auth=_auth(_section(data, "auth"), base),
         **_operations(data),
         monitoring=_monitoring(data),
-        rules_dir=rooted(Path(paths.get("rules", "rules"))),
-        templates_dir=rooted(Path(paths.get("templates", "templates"))),
+        rules_dir=_folder(paths, "rules", rooted),
+        templates_dir=_folder(paths, "templates", rooted),
         source=source,
     )
+
+
+def _folder(paths: dict[str, Any], key: str, rooted: Callable[[Path], Path]) -> Path:
+    """paths.rules / paths.templates as given, else the ones shipped with the gateway; must exist."""
+    if key in paths:
+        folder = rooted(Path(paths[key]))
+    else:
+        shipped = shipped_dir(key)
+        if shipped is None:
+            raise ConfigError(f"paths.{key}: not set, and this gateway was installed without its {key}")
+        folder = shipped
+    if not folder.is_dir():
+        raise ConfigError(f"paths.{key}: no such directory: {folder}")
+    return folder
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:

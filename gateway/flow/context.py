@@ -62,6 +62,8 @@ class Context:
     key: str = ""
     # The stored row of this message, once a step has stored it.
     row: int | None = None
+    # Why mail from an agent's address is not the agent's (no proof): the held reason says so.
+    unproven_agent: str | None = None
 
     @property
     def rules_why(self) -> str:

@@ -234,7 +234,7 @@ def main() -> int:
                 outcome = ("error", f"{type(exc).__name__}: {exc}")
             for reply in _replies([len(batch) for batch, _ in group], outcome):
                 child_process.write_frame(frames, reply)
-            if sum(len(raw) for batch, _ in group for raw, _, _ in batch) > BIG_BATCH:
+            if sum(len(raw) for batch, _ in group for raw, *_ in batch) > BIG_BATCH:
                 del group, outcome
                 memory.give_back()  # after big mail, the heap's free pages go back to the system
     finally:

@@ -156,7 +156,7 @@ def authenticate(
         return verify_dkim(message.raw, domain_of(message.from_addr), lookup)
     if authserv_id:
         return from_authentication_results(message, authserv_id)
-    return Verdict(False, "auth.authserv_id not configured")
+    return Verdict(False, "auth.authserv_id is not set")
 
 
 def dns_txt(name: bytes, timeout: float = 3) -> bytes | None:

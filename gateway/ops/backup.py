@@ -12,6 +12,7 @@ from typing import Any
 
 from gateway.core import clock
 from gateway.core.config import Config
+from gateway.core.progress import Tick, quiet
 from gateway.ops.lock import LockHeld, ServeLock
 from gateway.store.database import open_store
 
@@ -32,7 +33,7 @@ class BackupError(Exception):
         self.code = code
 
 
-def backup(config: Config, dest: Path) -> dict[str, Any]:
+def backup(config: Config, dest: Path, tick: Tick = quiet) -> dict[str, Any]:
     """Copy the database (raw mail included) and outgoing files into `dest`, with a manifest."""
     source = config.storage.database
     if not source.exists():
@@ -43,6 +44,7 @@ def backup(config: Config, dest: Path) -> dict[str, Any]:
     copy = dest / DATABASE
     live = sqlite3.connect(str(source), timeout=config.storage.busy_timeout_ms / 1000)
     target = sqlite3.connect(str(copy), isolation_level=None)
+    tick(0, 0)  # the database is one step of unknown length
     try:
         # One step (pages=-1) reads the whole database in one read transaction: a consistent
         # snapshot, while WAL lets the running gateway go on writing.
@@ -54,7 +56,7 @@ def backup(config: Config, dest: Path) -> dict[str, Any]:
         target.close()
         live.close()
     manifest |= {"created_at": clock.iso(), "source": str(source), "sha256": _sha256(copy)}
-    manifest["outgoing_files"] = _copy_outgoing(config.storage.outgoing, dest / OUTGOING)
+    manifest["outgoing_files"] = _copy_outgoing(config.storage.outgoing, dest / OUTGOING, tick)
     _fsync(copy)
     _write_manifest(dest / MANIFEST, manifest)
     return manifest
@@ -123,16 +125,18 @@ def _copy_database(copy: Path, target: Path, busy_timeout_ms: int) -> None:
         backup_conn.close()
 
 
-def _copy_outgoing(source: Path, dest: Path) -> int:
+def _copy_outgoing(source: Path, dest: Path, tick: Tick = quiet) -> int:
     """Copy .eml files not already there; the outbox writes them whole, so half files never exist."""
     if not source.is_dir():
         return 0
     dest.mkdir(parents=True, exist_ok=True)
     copied = 0
-    for path in sorted(source.glob("*.eml")):
+    files = sorted(source.glob("*.eml"))
+    for done, path in enumerate(files, 1):
         if not (dest / path.name).exists():
             shutil.copy2(path, dest / path.name)
             copied += 1
+        tick(done, len(files))
     return copied
 
 

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from importlib import resources
+import json
+import re
 from importlib.resources.abc import Traversable
 from pathlib import Path
+
+from gateway.core.shipped import defaults
+
+# Where systemd's StateDirectory=gateway puts the service's data (docs/systemd/gateway.service).
+DEFAULT_STORAGE = Path("/var/lib/gateway")
+_COPY_ADVICE = re.compile(r"copy to gateway\.toml", re.IGNORECASE)
+_STORAGE_PATH = re.compile(r'(?m)^(path\s*=\s*)"[^"\n]*"')
 
 EX_SOFTWARE = 70
 EX_CANTCREAT = 73
@@ -16,17 +24,6 @@ STARTER = (
     ("rules", "rules"),
     ("templates", "templates"),
 )
-
-
-def defaults() -> Traversable:
-    """The shipped defaults: gateway/_defaults in an installed wheel, the repository in a checkout."""
-    packaged = resources.files("gateway") / "_defaults"
-    if packaged.is_dir():
-        return packaged
-    checkout = Path(__file__).resolve().parents[2]
-    if (checkout / "rules").is_dir() and (checkout / "templates").is_dir():
-        return checkout
-    raise FileNotFoundError("the default rules and templates are not installed with this gateway")
 
 
 def _copy(source: Traversable, target: Path, written: list[Path], kept: list[Path]) -> None:
@@ -43,7 +40,7 @@ def _copy(source: Traversable, target: Path, written: list[Path], kept: list[Pat
     written.append(target)
 
 
-def init(folder: Path) -> tuple[list[Path], list[Path]]:
+def init(folder: Path, storage: Path = DEFAULT_STORAGE) -> tuple[list[Path], list[Path]]:
     """Write the starter files into `folder`; returns (written, kept because they existed)."""
     config = folder / "gateway.toml"
     if config.exists():
@@ -54,4 +51,13 @@ def init(folder: Path) -> tuple[list[Path], list[Path]]:
     # The config last, so a run that fails half-way can simply be run again.
     for source, target in reversed(STARTER):
         _copy(root.joinpath(*source.split("/")), folder / target, written, kept)
+    config.write_text(starter_config(config.read_text(encoding="utf-8"), storage), encoding="utf-8")
     return written, kept
+
+
+def starter_config(example: str, storage: Path) -> str:
+    """The example config made this installation's: its storage path absolute, no copying advice."""
+    lines = [line for line in example.splitlines() if not _COPY_ADVICE.search(line)]
+    text = "\n".join(lines) + "\n"
+    # The service, cron and an operator's shell each start in another folder: one absolute place.
+    return _STORAGE_PATH.sub(lambda m: f"{m.group(1)}{json.dumps(str(storage.absolute()))}", text, count=1)

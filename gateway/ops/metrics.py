@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from gateway.core import clock
 from gateway.core.config import Config, ConfigError
 from gateway.ops.status import collect
+from gateway.store.database import Store, open_store
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -54,18 +57,90 @@ class StatusCollector:
             yield GaugeMetricFamily(name, text, value=value)
 
 
+def intake_of(source: str) -> str:
+    """smtp, pipe, imap or replay: the way a message came in, without the replayed one's origin."""
+    return "replay" if source.startswith("replay:") else source
+
+
+class TrafficCollector:
+    """Counters read from the store, so mail taken by `gateway deliver` or a worker process counts too.
+
+    Messages are counted from the last id seen at each scrape (the table only grows: a purge
+    empties rows, never deletes them); the outbox, whose rows change state, is summed whole.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.lock = threading.Lock()
+        self.seen_upto = 0
+        self.messages: Counter[tuple[str, str]] = Counter()
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily
+
+        with self.lock:
+            store = open_store(self.config.storage)
+            try:
+                outbox = self._read(store)
+                quarantined = store.query("SELECT source, count(*) AS n FROM quarantine GROUP BY source")
+            finally:
+                store.close()
+            by_outcome = Counter(self.messages)
+        for row in quarantined:
+            by_outcome[(intake_of(row["source"]), "quarantined")] += row["n"]
+        messages = CounterMetricFamily(
+            "gateway_messages", "messages taken in, by intake and outcome", labels=("intake", "outcome")
+        )
+        for (intake, outcome), count in sorted(by_outcome.items()):
+            messages.add_metric([intake, outcome], count)
+        yield messages
+        sent = CounterMetricFamily("gateway_outbox_sent", "outgoing mail the relay took")
+        sent.add_metric([], outbox["sent"])
+        yield sent
+        deferred = CounterMetricFamily("gateway_outbox_deferred", "delivery attempts put off (4xx, no relay)")
+        deferred.add_metric([], outbox["deferred"])
+        yield deferred
+        failed = CounterMetricFamily("gateway_outbox_failed", "outgoing mail refused for good (5xx)")
+        failed.add_metric([], outbox["failed"])
+        yield failed
+
+    def _read(self, store: Store) -> dict[str, int]:
+        for row in store.query(
+            "SELECT source, disposition, count(*) AS n, max(id) AS top FROM messages"
+            " WHERE id > ? AND direction = 'in' GROUP BY source, disposition",
+            (self.seen_upto,),
+        ):
+            self.messages[(intake_of(row["source"]), row["disposition"])] += row["n"]
+            self.seen_upto = max(self.seen_upto, row["top"])
+        totals = {"sent": 0, "failed": 0, "deferred": 0}
+        for row in store.query(
+            "SELECT status, count(*) AS n, sum(attempts) AS tries FROM outbox GROUP BY status"
+        ):
+            if row["status"] in ("sent", "failed"):
+                totals[row["status"]] = row["n"]
+                # Every attempt but the last one of a sent or failed mail was put off.
+                totals["deferred"] += (row["tries"] or 0) - row["n"]
+            else:
+                totals["deferred"] += row["tries"] or 0
+        totals["deferred"] = max(totals["deferred"], 0)
+        return totals
+
+
 class MetricsEndpoint:
     """The HTTP server `gateway serve` starts when `[metrics] port` is not 0."""
 
     def __init__(self, config: Config) -> None:
         try:
-            from prometheus_client import CollectorRegistry, start_http_server
+            from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
         except ImportError:
             raise ConfigError(
                 "metrics.port: needs prometheus-client (pip install 'gateway[metrics]')"
             ) from None
         registry = CollectorRegistry(auto_describe=False)
         registry.register(StatusCollector(config))
+        registry.register(TrafficCollector(config))
+        # The process's own figures: memory, CPU time, open files against LimitNOFILE.
+        ProcessCollector(registry=registry)
         metrics = config.metrics
         try:
             self.server, self.thread = start_http_server(metrics.port, addr=metrics.host, registry=registry)

@@ -11,6 +11,7 @@ from typing import Any
 
 from gateway.core import clock
 from gateway.core.config import Config
+from gateway.core.progress import Tick, quiet
 from gateway.store.case_rows import record
 from gateway.store.database import Store
 
@@ -115,14 +116,14 @@ def _old_files(folder: Path, cutoff: datetime) -> list[str]:
     return sorted(str(p) for p in folder.glob("*.eml") if p.stat().st_mtime < limit)
 
 
-def purge(config: Config, store: Store) -> PurgePlan:
+def purge(config: Config, store: Store, tick: Tick = quiet) -> PurgePlan:
     """Purge in one transaction what `plan` lists, and write down what went and why."""
     retention = config.retention
     with store.write() as conn:
         # Planned inside the transaction, so the record matches exactly what was removed.
         done = plan(config, conn)
         p = done.params()
-        _anonymise_cases(conn, p)
+        _anonymise_cases(conn, p, tick)
         _purge_raw(conn, p)
         conn.execute(f"UPDATE outbox SET raw = :tombstone, recipients = '[]' WHERE {OLD_OUTGOING}", p)
         conn.execute("DELETE FROM auto_replies WHERE at < :raw_cutoff", p)
@@ -140,10 +141,11 @@ def purge(config: Config, store: Store) -> PurgePlan:
     return done
 
 
-def _anonymise_cases(conn: sqlite3.Connection, p: dict[str, Any]) -> None:
+def _anonymise_cases(conn: sqlite3.Connection, p: dict[str, Any], tick: Tick = quiet) -> None:
     """Keep a closed case's numbers for statistics; drop who wrote and what they wrote."""
     case_ids = [row[0] for row in conn.execute(OLD_CASES, p)]
-    for case_id in case_ids:
+    for done, case_id in enumerate(case_ids, 1):
+        tick(done, len(case_ids))
         digests = [
             row[0]
             for row in conn.execute(

@@ -32,6 +32,9 @@ def prepare(
     if sender.kind == "agent" and not verdict.authenticated and runtime.config.auth.require_for_agents:
         # An agent's address without proof is treated like any stranger's: held, not obeyed.
         sender = Sender(sender.address, sender.name, "unknown")
+        unproven = f"agent mail not authenticated: {verdict.reason}"
+    else:
+        unproven = None
     automated = screening.automated_reason(message, runtime.config.service.address)
     # What the mail asks for, from its own words only: separate from who wrote it and from the topic.
     intent = read_mail(runtime.vocabulary, message.subject, message.body)
@@ -43,6 +46,7 @@ def prepare(
         verdict=verdict,
         arrival=arrival,
         intent=intent,
+        unproven_agent=unproven,
     )
 
 

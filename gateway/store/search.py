@@ -7,6 +7,7 @@ import re
 import sqlite3
 from typing import Any
 
+from gateway.core.progress import Tick, quiet
 from gateway.store.database import StorageUnavailable, Store
 
 log = logging.getLogger("gateway.search")
@@ -43,13 +44,19 @@ def index_backlog(conn: sqlite3.Connection, at_least: int = 1) -> int:
     return int(top - upto)
 
 
-def catch_up(store: Store) -> None:
+def catch_up(store: Store, tick: Tick = quiet) -> None:
     """Index everything not yet indexed, so a search sees every stored message."""
+    (upto,) = store.conn.execute("SELECT indexed_upto FROM search_progress").fetchone()
+    (top,) = store.conn.execute("SELECT coalesce(max(id), 0) FROM messages").fetchone()
+    done = 0
     try:
         while True:
             with store.write() as conn:
-                if index_backlog(conn) == 0:
-                    return
+                moved = index_backlog(conn)
+            if moved == 0:
+                return
+            done += moved
+            tick(done, max(done, top - upto))
     except StorageUnavailable as exc:  # a read-only or busy store still searches what is indexed
         log.warning("search index not brought up to date: %s", exc)
 
@@ -61,9 +68,10 @@ def search_cases(
     status: str | None = None,
     since: str | None = None,
     limit: int = 50,
+    tick: Tick = quiet,
 ) -> list[dict[str, Any]]:
     """Cases whose messages match `text`, best match first, with the best message's snippet."""
-    catch_up(store)
+    catch_up(store, tick)
     where = ["messages_fts MATCH :query"]
     params: dict[str, Any] = {"query": fts_query(text)}
     for column, value in (("c.organization", organization), ("c.status", status)):
