@@ -148,6 +148,7 @@ def test_a_standby_restored_from_the_replica_keeps_every_old_250_and_threads_rep
     standby_config = load_config(_config(standby_home, relay, None))
     _restore(replica, standby_config.storage.database)
     standby = Serve(standby_config.source, tmp_path / "standby.log").start()  # type: ignore[arg-type]
+    rto = time.time() - killed_at  # restore and start; pointing the MTA is the operator's part
     try:
         stored = inbound(standby_config.storage.database)
         old = [mid for mid, at in answered.items() if killed_at - at > rpo]
@@ -178,7 +179,7 @@ def test_a_standby_restored_from_the_replica_keeps_every_old_250_and_threads_rep
         assert cases["<reply2@nordby-skole.example>"] == case_of[before[0]]
     finally:
         standby.stop()
-    (tmp_path / "rpo.txt").write_text(f"{rpo:.3f}\n")
+    print(f"measured RPO {rpo:.3f} s, RTO (restore + serve listening) {rto:.2f} s")
 
 
 def _burst_to(port: int, raw: bytes, rcpt: str) -> None:
