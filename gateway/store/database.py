@@ -39,6 +39,7 @@ class Store:
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
         self._reopen_needed = False
+        self.replica = replica
         # SQLite's default (1000) unless deferred, or left to Litestream when it streams the store.
         self.checkpoint_pages: int | None = REPLICA_CHECKPOINT_PAGES if replica else None
         try:
@@ -75,7 +76,7 @@ class Store:
         threshold still bounds the WAL when nothing goes out. Where Litestream checkpoints
         (`storage.replica`), the connection keeps its higher safety net instead.
         """
-        self.checkpoint_pages = max(pages, self.checkpoint_pages or 0)
+        self.checkpoint_pages = max(pages, REPLICA_CHECKPOINT_PAGES) if self.replica else pages
         self.conn.execute(f"PRAGMA wal_autocheckpoint = {int(self.checkpoint_pages)}")
 
     def _assert_durability(self, conn: sqlite3.Connection) -> None:
