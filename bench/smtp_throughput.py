@@ -18,12 +18,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import json
 import multiprocessing as mp
 import os
 import platform
-import random
 import re
 import resource
 import shutil
@@ -38,7 +36,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import reference
 import snapshot
-from mailmix import REPO, SERVICE_ADDRESS, contact_senders, generate
+from mailmix import REPO, SERVICE_ADDRESS, generate
+from preload import preload
 
 GATEWAY_BIN = Path(sys.executable).parent / "gateway"
 
@@ -525,154 +523,6 @@ templates = {q(source / "templates")}
     path = tmp / "gateway.toml"
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def create_schema(db: Path, env: dict[str, str]) -> None:
-    """Open the gateway's Store once (in the benchmarked code's interpreter) so its migrations run."""
-    code = "import sys, pathlib; from gateway.store import Store; Store(pathlib.Path(sys.argv[1])).close()"
-    subprocess.run([sys.executable, "-c", code, str(db)], check=True, env=env)
-
-
-def preload(db: Path, cases: int, env: dict[str, str], registry: Path, seed: int = 7) -> dict[str, Any]:
-    """Fill the store with `cases` closed-ish cases, each with its message, raw mail, history,
-    thread refs, a sent receipt and an old auto_replies row, in one transaction."""
-    started = time.monotonic()
-    create_schema(db, env)
-    rng = random.Random(seed)
-    senders = contact_senders(registry)
-    orgs = {
-        "nordby-skole.example": "nordby-skole",
-        "fjellvik.kommune.example": "fjellvik-kommune",
-        "vestland-college.example": "vestland-college",
-    }
-    now = datetime.now(UTC)
-    statuses = ["closed"] * 70 + ["resolved"] * 15 + ["open"] * 8 + ["pending"] * 2 + ["new"] * 5
-    categories = ["incident"] * 6 + ["question"] * 3 + ["change"]
-    conn = sqlite3.connect(str(db), isolation_level=None)
-    conn.execute("PRAGMA synchronous = OFF")  # bulk set-up only; the gateway runs with FULL
-    conn.execute("PRAGMA foreign_keys = OFF")
-    start_id = conn.execute("SELECT coalesce(max(id), 0) FROM cases").fetchone()[0] + 1
-    raws, case_rows, msg_rows, ref_rows, event_rows, outbox_rows, auto_rows = [], [], [], [], [], [], []
-    for n in range(cases):
-        case_id = start_id + n
-        sender = senders[n % len(senders)]
-        domain = sender.email.partition("@")[2]
-        created = now - timedelta(days=1 + rng.random() * 900)
-        iso = created.isoformat(timespec="microseconds")
-        later = (created + timedelta(hours=rng.randint(1, 300))).isoformat(timespec="microseconds")
-        status = rng.choice(statuses)
-        subject = f"Nettet er nede på rom {rng.randint(1, 240)} ({n})"
-        body = (
-            f"Hei,\r\n\r\nnettet er nede på rom {n % 240} siden i morges. Elevene får ikke logget på."
-            f"\r\n\r\nMed vennlig hilsen\r\n{sender.name}\r\n"
-        )
-        mid = f"<preload.{n}.{rng.getrandbits(32):08x}@{domain}>"
-        raw = (
-            f"From: {sender.name} <{sender.email}>\r\nTo: {SERVICE_ADDRESS}\r\nSubject: {subject}\r\n"
-            f"Date: {created:%a, %d %b %Y %H:%M:%S +0000}\r\nMessage-ID: {mid}\r\nMIME-Version: 1.0\r\n"
-            "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" + body
-        ).encode("utf-8")
-        digest = hashlib.sha256(raw).hexdigest()
-        raws.append((digest, len(raw), raw, iso))
-        case_rows.append(
-            (
-                case_id,
-                subject,
-                status,
-                rng.choice(categories),
-                "normal",
-                "first-line",
-                orgs.get(domain),
-                sender.email,
-                sender.name,
-                "en" if "college" in domain else "nb",
-                iso,
-                later,
-                later,
-                later if status in ("resolved", "closed") else None,
-                later if status == "closed" else None,
-            )
-        )
-        msg_rows.append(
-            (
-                mid,
-                mid,
-                case_id,
-                "opened the case",
-                sender.email,
-                sender.name,
-                json.dumps([SERVICE_ADDRESS]),
-                subject,
-                body,
-                digest,
-                iso,
-            )
-        )
-        out_mid = f"<{created:%Y%m%d%H%M%S%f}.{rng.getrandbits(48):012x}@service.example>"
-        receipt = (
-            f"From: Servicesenteret <{SERVICE_ADDRESS}>\r\nTo: {sender.email}\r\n"
-            f"Subject: [SSC#{case_id}] Vi har mottatt henvendelsen din: {subject}\r\n"
-            f"Message-ID: {out_mid}\r\nIn-Reply-To: {mid}\r\nAuto-Submitted: auto-replied\r\n"
-            "Content-Type: text/plain; charset=utf-8\r\n\r\n"
-            + "takk for henvendelsen. Den er registrert som sak.\r\n"
-            * 12
-        ).encode("utf-8")
-        ref_rows.append((mid, case_id))
-        ref_rows.append((out_mid, case_id))
-        outbox_rows.append((out_mid, case_id, json.dumps([sender.email]), receipt, iso, iso, iso))
-        auto_rows.append((sender.email, iso))
-        event_rows.append((case_id, iso, sender.email, "opened", "category=incident", "incident-words"))
-        event_rows.append((case_id, iso, "gateway", "threaded", "new case", "no reference to a known case"))
-        event_rows.append((case_id, iso, "rules", "rule-fired", "receipt-for-new-case", "sender is contact"))
-        event_rows.append((case_id, iso, "gateway", "reply-queued", "receipt", f"to {sender.email}"))
-        if status in ("resolved", "closed"):
-            event_rows.append((case_id, later, "mona@service.example", status, "", ""))
-    built = time.monotonic()
-    conn.execute("BEGIN")
-    conn.executemany("INSERT INTO raw_messages (sha256, size, raw, stored_at) VALUES (?, ?, ?, ?)", raws)
-    conn.executemany(
-        "INSERT INTO cases (id, subject, status, category, priority, queue, organization, requester,"
-        " requester_name, language, created_at, updated_at, first_response_at, resolved_at, closed_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        case_rows,
-    )
-    conn.executemany(
-        "INSERT INTO messages (message_id, direction, dedupe_key, case_id, disposition, reason, source,"
-        " from_addr, from_name, to_addrs, subject, body, sha256, created_at)"
-        " VALUES (?, 'in', ?, ?, 'case', ?, 'smtp', ?, ?, ?, ?, ?, ?, ?)",
-        msg_rows,
-    )
-    conn.executemany("INSERT OR IGNORE INTO message_refs (message_id, case_id) VALUES (?, ?)", ref_rows)
-    conn.executemany(
-        "INSERT INTO events (case_id, at, actor, action, detail, reason) VALUES (?, ?, ?, ?, ?, ?)",
-        event_rows,
-    )
-    conn.executemany(
-        "INSERT INTO outbox (message_id, case_id, kind, mail_from, recipients, raw, status, attempts,"
-        " next_attempt_at, created_at, sent_at)"
-        f" VALUES (?, ?, 'receipt', '{SERVICE_ADDRESS}', ?, ?, 'sent', 1, ?, ?, ?)",
-        outbox_rows,
-    )
-    conn.executemany("INSERT INTO auto_replies (recipient, at) VALUES (?, ?)", auto_rows)
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'search_progress'").fetchone():
-        # Since m008 the search index is filled in batches: index what was stored, as the gateway would.
-        conn.execute(
-            "INSERT INTO messages_fts (rowid, subject, body) SELECT id, subject, body FROM messages"
-            " WHERE id > (SELECT indexed_upto FROM search_progress)"
-        )
-        conn.execute("UPDATE search_progress SET indexed_upto = (SELECT max(id) FROM messages)")
-    conn.execute("COMMIT")
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.execute("ANALYZE")
-    conn.close()
-    done = time.monotonic()
-    return {
-        "cases": cases,
-        "seconds": round(done - started, 2),
-        "build_seconds": round(built - started, 2),
-        "insert_seconds": round(done - built, 2),
-        "db_bytes": db.stat().st_size,
-    }
 
 
 class Gateway:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from gateway.outbox.queue import Deliverer
 from gateway.runtime import Runtime
+from gateway.store.search import MATCHES_SQL
 
 
 def _fill_outbox(runtime: Runtime, sent: int, queued: int) -> None:
@@ -32,3 +33,17 @@ def test_the_senders_due_query_reads_only_queued_rows_after_analyze(runtime: Run
     assert "outbox_queued" in details, details
     due = deliverer.due()
     assert [row["message_id"] for row in due] == [f"<queued-{i}@service.example>" for i in range(3)]
+
+
+def test_search_walks_the_index_newest_first_without_sorting_every_match(runtime: Runtime) -> None:
+    """`cases search` reads FTS matches in rowid order and finds messages and cases by key, with no sort."""
+    where = "messages_fts MATCH :query AND c.organization = :organization AND c.status = :status"
+    plan = runtime.store.conn.execute(
+        "EXPLAIN QUERY PLAN " + MATCHES_SQL.format(where=where),
+        {"query": '"ruter"*', "organization": "nordby-skole", "status": "open"},
+    ).fetchall()
+    details = [str(row[-1]) for row in plan]
+    assert details[0].startswith("SCAN messages_fts VIRTUAL TABLE"), details
+    assert "SEARCH m USING INTEGER PRIMARY KEY (rowid=?)" in details, details
+    assert "SEARCH c USING INTEGER PRIMARY KEY (rowid=?)" in details, details
+    assert not any("TEMP B-TREE" in d for d in details), details

@@ -54,6 +54,8 @@ class StorageConfig:
     path: Path = Path("var")
     # How long a write waits for another process's lock before we answer "try later".
     busy_timeout_ms: int = 10000
+    # Litestream streams the store: the gateway leaves WAL checkpoints to it (docs/two-nodes.md).
+    replica: bool = False
 
     @property
     def database(self) -> Path:
@@ -199,6 +201,15 @@ class MonitoringConfig:
 
 
 @dataclass(frozen=True)
+class ReplicaConfig:
+    # Litestream's file replica (the directory its litestream.yml names), read by `gateway status`
+    # for the replication lag; empty for a replica it cannot read (S3: see docs/two-nodes.md).
+    path: str = ""
+    # `gateway status` exits 1 when the replica is further behind the store than this.
+    max_lag_seconds: int = 60
+
+
+@dataclass(frozen=True)
 class Config:
     service: ServiceConfig = field(default_factory=ServiceConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
@@ -212,6 +223,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
+    replica: ReplicaConfig | None = None
     rules_dir: Path = Path("rules")
     templates_dir: Path = Path("templates")
     source: Path | None = None
@@ -356,10 +368,20 @@ def _auth(section: dict[str, Any], base: Path) -> AuthConfig:
     return replace(auth, dkim_keys_file=str(keys) if auth.dkim_keys_file else "")
 
 
+def _replica(data: dict[str, Any], rooted: Callable[[Path], Path]) -> ReplicaConfig | None:
+    """[replica]: Litestream streams the store; its presence alone leaves checkpoints to Litestream."""
+    if "replica" not in data:
+        return None
+    replica: ReplicaConfig = _build(ReplicaConfig, "replica", _section(data, "replica"))
+    if replica.max_lag_seconds < 1:
+        raise ConfigError("replica.max_lag_seconds: must be at least 1")
+    return replace(replica, path=str(rooted(Path(replica.path)))) if replica.path else replica
+
+
 def parse_config(data: dict[str, Any], base: Path, source: Path | None = None) -> Config:
     """Turn TOML data into a Config; relative paths are taken from `base`."""
     known = {"service", "storage", "smtp", "relay", "registry", "imap", "paths", "auth", "targets"}
-    known |= {"log", "metrics", "retention", "monitoring"}
+    known |= {"log", "metrics", "retention", "monitoring", "replica"}
     for key in data:
         if key not in known:
             raise ConfigError(f"{key}: unknown section")
@@ -383,9 +405,14 @@ def parse_config(data: dict[str, Any], base: Path, source: Path | None = None) -
     def rooted(p: Path) -> Path:
         return p if p.is_absolute() else base / p
 
+    replica = _replica(data, rooted)
+    if (storage.replica or replica is not None) and storage.busy_timeout_ms < 5000:
+        # Litestream takes short write locks to checkpoint; its docs ask writers to wait 5 s.
+        raise ConfigError("storage.busy_timeout_ms: at least 5000 when Litestream streams the store")
+
     return Config(
         service=service,
-        storage=StorageConfig(path=rooted(storage.path), busy_timeout_ms=storage.busy_timeout_ms),
+        storage=replace(storage, path=rooted(storage.path), replica=storage.replica or replica is not None),
         smtp=smtp,
         relay=relay,
         registry=RegistryConfig(file=rooted(registry.file)),
@@ -396,6 +423,7 @@ def parse_config(data: dict[str, Any], base: Path, source: Path | None = None) -
         auth=_auth(_section(data, "auth"), base),
         **_operations(data),
         monitoring=_monitoring(data),
+        replica=replica,
         rules_dir=_folder(paths, "rules", rooted),
         templates_dir=_folder(paths, "templates", rooted),
         source=source,

@@ -40,6 +40,7 @@ BIG_BATCH = 8 << 20
 # The WAL size (4 KiB pages) at which the worker's own commits checkpoint: 16 MB, four times
 # SQLite's default, so the outbox sender's commits checkpoint first (Store.defer_checkpoints).
 # Not more: with no mail going out the worker checkpoints itself, and that COMMIT holds the 250s.
+# With `storage.replica` Litestream checkpoints and both keep a higher safety net instead.
 CHECKPOINT_PAGES = 4_000
 
 

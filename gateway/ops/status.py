@@ -9,6 +9,7 @@ from typing import Any
 
 from gateway.core import clock
 from gateway.core.config import Config
+from gateway.ops import replication
 from gateway.ops.lock import ServeLock
 from gateway.store.database import Store, open_store
 
@@ -34,6 +35,7 @@ class Health:
     failed_deliveries_24h: int = 0
     quarantine_unreplayed: int = 0
     held: int = 0
+    replica: replication.ReplicaState | None = None
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -68,6 +70,9 @@ def collect(config: Config, expect_listener: bool = False) -> Health:
     )
     if not health.listener_up and (health.serve_running or expect_listener):
         health.problems.append(f"the SMTP listener on {health.listener_address} does not answer")
+    health.replica = replication.inspect(config)
+    if health.replica is not None and health.replica.problem:
+        health.problems.append(health.replica.problem)
     if not config.storage.database.exists():
         health.problems.append(f"no database at {config.storage.database}")
         return health
@@ -140,5 +145,7 @@ def render(health: Health) -> list[str]:
         f"  held        {health.held}",
         f"  database    {health.database}, {_megabytes(health.database_bytes)}",
     ]
+    if health.replica is not None:
+        lines.append(f"  replica     {replication.describe(health.replica)}")
     lines += [f"problem: {problem}" for problem in health.problems]
     return lines

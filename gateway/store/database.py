@@ -25,15 +25,23 @@ class StorageUnavailable(Exception):
 # next write opens a fresh one. A locked database (SQLITE_BUSY) needs no such thing.
 _REOPEN_AFTER = frozenset({8, 10, 13, 14})
 
+# With Litestream streaming the store, it alone checkpoints (PASSIVE at 1,000 pages and every
+# minute, TRUNCATE past 121,359): a checkpoint of ours could restart the WAL before Litestream has
+# copied it, which costs a fresh snapshot. Our connections keep a safety net above all of
+# Litestream's thresholds, so the WAL stays bounded (about 600 MB) if Litestream is not running.
+REPLICA_CHECKPOINT_PAGES = 150_000
+
 
 class Store:
     """A connection to the gateway database, opened with the durability we promise."""
 
-    def __init__(self, path: Path, busy_timeout_ms: int = 10000) -> None:
+    def __init__(self, path: Path, busy_timeout_ms: int = 10000, replica: bool = False) -> None:
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
         self._reopen_needed = False
-        self.checkpoint_pages: int | None = None  # SQLite's default (1000) unless deferred
+        self.replica = replica
+        # SQLite's default (1000) unless deferred, or left to Litestream when it streams the store.
+        self.checkpoint_pages: int | None = REPLICA_CHECKPOINT_PAGES if replica else None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = self._connect()
@@ -65,10 +73,11 @@ class Store:
         crossed the threshold. serve's intake worker sets a high threshold so that its commits,
         which hold every SMTP client's 250, rarely pay for one: the outbox sender commits after
         each delivery batch with SQLite's default of 1000 pages and so checkpoints first. The high
-        threshold still bounds the WAL when nothing goes out.
+        threshold still bounds the WAL when nothing goes out. Where Litestream checkpoints
+        (`storage.replica`), the connection keeps its higher safety net instead.
         """
-        self.checkpoint_pages = pages
-        self.conn.execute(f"PRAGMA wal_autocheckpoint = {int(pages)}")
+        self.checkpoint_pages = max(pages, REPLICA_CHECKPOINT_PAGES) if self.replica else pages
+        self.conn.execute(f"PRAGMA wal_autocheckpoint = {int(self.checkpoint_pages)}")
 
     def _assert_durability(self, conn: sqlite3.Connection) -> None:
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
@@ -150,4 +159,4 @@ def get_raw(conn: sqlite3.Connection, digest: str) -> bytes | None:
 
 def open_store(storage: StorageConfig) -> Store:
     """The store a configuration names, with its lock timeout."""
-    return Store(storage.database, storage.busy_timeout_ms)
+    return Store(storage.database, storage.busy_timeout_ms, storage.replica)

@@ -61,6 +61,16 @@ def catch_up(store: Store, tick: Tick = quiet) -> None:
         log.warning("search index not brought up to date: %s", exc)
 
 
+# Newest matches first: FTS5 walks its doclist by rowid and stops at the limit, where ordering by
+# rank would score every match (seconds over a million cases for a common word).
+MATCHES_SQL = (
+    "SELECT c.id, c.subject, c.status, c.organization, c.requester, c.updated_at,"
+    " m.id AS message, m.created_at AS message_at, m.subject AS message_subject, m.body"
+    " FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid JOIN cases c ON c.id = m.case_id"
+    " WHERE {where} ORDER BY messages_fts.rowid DESC LIMIT 1000"
+)
+
+
 def search_cases(
     store: Store,
     text: str,
@@ -70,7 +80,7 @@ def search_cases(
     limit: int = 50,
     tick: Tick = quiet,
 ) -> list[dict[str, Any]]:
-    """Cases whose messages match `text`, best match first, with the best message's snippet."""
+    """Cases whose messages match `text`, newest match first, with that message's snippet."""
     catch_up(store, tick)
     where = ["messages_fts MATCH :query"]
     params: dict[str, Any] = {"query": fts_query(text)}
@@ -81,16 +91,26 @@ def search_cases(
     if since:
         where.append("m.created_at >= :since")
         params["since"] = since
-    rows = store.query(
-        "SELECT c.id, c.subject, c.status, c.organization, c.requester, c.updated_at,"
-        " m.id AS message, m.created_at AS message_at,"
-        " snippet(messages_fts, -1, '[', ']', '…', 12) AS snippet"
-        " FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid JOIN cases c ON c.id = m.case_id"
-        f" WHERE {' AND '.join(where)} ORDER BY messages_fts.rank LIMIT 1000",
-        params,
-    )
+    rows = store.query(MATCHES_SQL.format(where=" AND ".join(where)), params)
+    words = re.findall(r"\w+", text.lower())
     cases: dict[int, dict[str, Any]] = {}
     for row in rows:
-        found = cases.setdefault(row["id"], {**row, "matches": 0})
-        found["matches"] += 1
+        subject, body = row.pop("message_subject"), row.pop("body")
+        if row["id"] not in cases:
+            cases[row["id"]] = {**row, "snippet": snippet(f"{subject} {body}", words), "matches": 0}
+        cases[row["id"]]["matches"] += 1
     return list(cases.values())[:limit]
+
+
+def snippet(text: str, words: list[str], width: int = 12) -> str:
+    """About `width` words around the first word that matched, the matches [bracketed]."""
+    tokens = text.split()
+    lowered = [t.lower() for t in tokens]
+    hit = next((i for i, t in enumerate(lowered) if any(w in t for w in words)), 0)
+    start = max(0, hit - width // 3)
+    shown = []
+    for token, low in zip(tokens[start : start + width], lowered[start : start + width], strict=True):
+        shown.append(f"[{token}]" if any(w in low for w in words) else token)
+    prefix = "…" if start else ""
+    suffix = "…" if start + width < len(tokens) else ""
+    return prefix + " ".join(shown) + suffix
