@@ -15,6 +15,7 @@ import pytest
 from tests.support import REPO
 
 UNITS = REPO / "docs" / "systemd"
+LITESTREAM_BIN = "/opt/gateway/.venv/bin/litestream"
 GATEWAY_BIN = "/opt/gateway/.venv/bin/gateway"
 # What gateway.service confines itself with; every unit that runs the gateway carries the same.
 HARDENING = (
@@ -44,13 +45,17 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
-    stand_in = tmp_path / "gateway"
-    stand_in.write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")
-    stand_in.chmod(0o755)
+    stand_ins = {}
+    for binary in (GATEWAY_BIN, LITESTREAM_BIN):
+        stand_in = tmp_path / Path(binary).name
+        stand_in.write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")
+        stand_in.chmod(0o755)
+        stand_ins[binary] = str(stand_in)
     for unit in UNITS.iterdir():
-        (tmp_path / unit.name).write_text(
-            unit.read_text(encoding="utf-8").replace(GATEWAY_BIN, str(stand_in)), encoding="utf-8"
-        )
+        text = unit.read_text(encoding="utf-8")
+        for binary, stand_in_path in stand_ins.items():
+            text = text.replace(binary, stand_in_path)
+        (tmp_path / unit.name).write_text(text, encoding="utf-8")
     names = sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".service", ".timer"))
     done = subprocess.run(
         [analyze, "verify", "--man=no", *names], cwd=tmp_path, capture_output=True, text=True, timeout=120

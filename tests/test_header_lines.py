@@ -110,7 +110,11 @@ def test_a_subject_of_fifty_encoded_words_still_reaches_customer_and_agents(
     for received in relay.received:
         _lines_fit(received.raw)
     (receipt,) = relay.to(KARI)
-    assert word in receipt.message["Subject"]
+    # The sender is not authenticated, so the receipt echoes a shortened subject (issue 17);
+    # the agents, who see the case, get the whole word, folded.
+    assert word[:40] in receipt.message["Subject"]
+    staff = [r for r in relay.received if KARI not in r.rcpt_tos]
+    assert any(word in str(r.message["Subject"]) for r in staff)
 
 
 def _sent_kinds(server: Server) -> set[str] | None:

@@ -126,6 +126,9 @@ def test_a_standby_restored_from_the_replica_keeps_every_old_250_and_threads_rep
     before = [f"<a{n:04d}.burst@nordby-skole.example>" for n in range(20)]
     _burst(primary_config.smtp.port, before, answered)
     rpo = _measure_rpo(replica, tmp_path / "probes", before[-1], answered[before[-1]])
+    # The RPO is measured once, on a quiet moment; a loaded machine (CI, other tests) can lag
+    # more, so the promise checked below is the measured RPO doubled, and at least one second.
+    bound = max(2 * rpo, 1.0)
     receipt, reply_to = wait_for(
         lambda: all(found := _receipt_and_reply_to(relay, before[0])) and found, what="receipt and notice"
     )
@@ -135,7 +138,7 @@ def test_a_standby_restored_from_the_replica_keeps_every_old_250_and_threads_rep
     # Mail keeps coming until well past the RPO, then the primary and Litestream die together.
     after: list[str] = []
     started_at = time.time()
-    while time.time() - started_at < 2 * rpo + 1:
+    while time.time() - started_at < 2 * bound + 1:
         batch = [f"<b{len(after) + n:04d}.burst@nordby-skole.example>" for n in range(5)]
         _burst(primary_config.smtp.port, batch, answered)
         after += batch
@@ -151,7 +154,7 @@ def test_a_standby_restored_from_the_replica_keeps_every_old_250_and_threads_rep
     rto = time.time() - killed_at  # restore and start; pointing the MTA is the operator's part
     try:
         stored = inbound(standby_config.storage.database)
-        old = [mid for mid, at in answered.items() if killed_at - at > rpo]
+        old = [mid for mid, at in answered.items() if killed_at - at > bound]
         assert len(old) > len(before), "the burst after the RPO measurement was too short to test it"
         assert {mid: stored[mid] for mid in old} == {mid: 1 for mid in old}
 
