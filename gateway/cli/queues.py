@@ -5,19 +5,18 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import sys
 from dataclasses import asdict
 from typing import Any
 
 from gateway.changes import notices as change_notices
 from gateway.cli.common import (
-    EX_DATAERR,
     EX_NOINPUT,
     EX_OK,
     EX_SOFTWARE,
     EX_TEMPFAIL,
     print_json,
     progress,
+    run_action,
     say_empty,
 )
 from gateway.core.config import Config
@@ -102,23 +101,15 @@ def cmd_outbox_flush(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_outbox_retry(config: Config, args: argparse.Namespace) -> int:
-    runtime = Runtime(config)
-    try:
+    def action(runtime: Runtime) -> str:
         rows = retry_failed(runtime.store, args.ids, getpass.getuser())
-    except NotFailed as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        return EX_DATAERR
-    except NoSuchMail as exc:
-        print(str(exc), file=sys.stderr)
-        return EX_NOINPUT
-    finally:
-        runtime.close()
-    if args.json:
-        print_json([{"id": r["id"], "kind": r["kind"], "status": "queued"} for r in rows])
-    # serve's sender takes them at its next poll; `outbox flush` sends them now.
-    for row in [] if args.json else rows:
-        print(f"queued again: outbox {row['id']} ({row['kind']})")
-    return EX_OK
+        if args.json:
+            queued = [{"id": r["id"], "kind": r["kind"], "status": "queued"} for r in rows]
+            return json.dumps(queued, ensure_ascii=False, indent=2, default=str)
+        # serve's sender takes them at its next poll; `outbox flush` sends them now.
+        return "\n".join(f"queued again: outbox {row['id']} ({row['kind']})" for row in rows)
+
+    return run_action(config, action, (NotFailed,), (NoSuchMail,))
 
 
 def cmd_held_list(config: Config, args: argparse.Namespace) -> int:
