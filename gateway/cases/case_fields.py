@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import sqlite3
 
-from gateway.cases.escalation import BY_KEY, Evidence, Field, found_in, missing
+from gateway.cases.escalation import BY_KEY, Field, missing
 from gateway.core import clock
+from gateway.flow.context import Analysis
 
 # A field a message supplies; rowcount 0 when it was already present (the first evidence wins).
 _PRESENT = (
@@ -15,10 +16,10 @@ _PRESENT = (
 )
 
 
-def collect(conn: sqlite3.Connection, case_id: int, evidence: Evidence) -> list[str]:
+def collect(conn: sqlite3.Connection, case_id: int, present: dict[str, str]) -> list[str]:
     """Record the fields this message supplies; return the ones that were not present before."""
     fresh = []
-    for key, quote in found_in(evidence).items():
+    for key, quote in present.items():
         cursor = conn.execute(_PRESENT, (case_id, key, quote, clock.iso()))
         if cursor.rowcount:
             fresh.append(key)
@@ -50,16 +51,15 @@ def to_ask(conn: sqlite3.Connection, case_id: int) -> list[Field]:
     return still_missing(conn, case_id)
 
 
-def first_questions(conn: sqlite3.Connection, case_id: int, evidence: Evidence) -> list[Field]:
+def first_questions(conn: sqlite3.Connection, case_id: int, analysis: Analysis) -> list[Field]:
     """A case's first mail: record what it supplies, return what is missing.
 
     The same answer as collect() then to_ask(), without reading back what was just written:
     a new case has no earlier fields, no earlier questions and no other text.
     """
-    present = found_in(evidence)
     at = clock.iso()
-    conn.executemany(_PRESENT, [(case_id, key, quote, at) for key, quote in present.items()])
-    return missing(evidence.text, set(present))
+    conn.executemany(_PRESENT, [(case_id, key, quote, at) for key, quote in analysis.present.items()])
+    return [BY_KEY[key] for key in analysis.needed if key not in analysis.present]
 
 
 def mark_asked(conn: sqlite3.Connection, case_id: int, fields: list[Field]) -> None:

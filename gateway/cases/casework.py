@@ -8,11 +8,11 @@ from datetime import timedelta
 from typing import Any
 
 from gateway.cases import agents, case_fields, loop_alerts
-from gateway.cases.escalation import Evidence, Field
+from gateway.cases.escalation import Field
 from gateway.cases.messages import store_message
 from gateway.cases.threads import clean_subject
 from gateway.core import clock
-from gateway.flow.context import Context, Result
+from gateway.flow.context import Analysis, Context, Result
 from gateway.mail import screening
 from gateway.notices.echo import echo
 from gateway.outbox.queue import Outgoing, enqueue
@@ -94,8 +94,10 @@ def open_case(
     case = existing_case(conn, case_id)
     asked: list[Field] = []
     lacking: list[Field] | None = None  # what the agent notice lists; worked out there when unknown
-    if d.ask_missing and d.category == "incident":
-        asked = lacking = case_fields.first_questions(conn, case_id, _evidence(ctx))
+    wanted = d.ask_missing and d.category == "incident"
+    analysis = _analysed(conn, ctx, case_id, row, wanted)
+    if wanted and analysis is not None:
+        asked = lacking = case_fields.first_questions(conn, case_id, analysis)
     language = language_for(runtime, ctx)
     context = template_context(runtime, ctx, case) | {
         "missing": [getattr(f, "en" if language == "en" else "nb") for f in asked]
@@ -193,7 +195,8 @@ def _append(runtime: Runtime, conn: sqlite3.Connection, ctx: Context, key: str, 
         record(
             conn, case_id, "gateway", "reopened", f"{case['status']} -> open", "the customer wrote again", row
         )
-    if ctx.sender.kind != "agent" and case_fields.states(conn, case_id):
+    skipped = ctx.analysis is not None and bool(ctx.analysis.skipped)
+    if ctx.sender.kind != "agent" and (skipped or case_fields.states(conn, case_id)):
         _collect_answers(conn, ctx, case_id, row)
     sets = ", ".join(f"{k} = ?" for k in updates)
     conn.execute(f"UPDATE cases SET {sets} WHERE id = ?", (*updates.values(), case_id))
@@ -202,13 +205,28 @@ def _append(runtime: Runtime, conn: sqlite3.Connection, ctx: Context, key: str, 
     return Result("appended", ctx.thread.reason, case_id, ctx.message.message_id)
 
 
-def _evidence(ctx: Context) -> Evidence:
-    message = ctx.message
-    return Evidence(f"{message.subject}\n{message.body}", message.attachments, ctx.sender)
+def _analysed(
+    conn: sqlite3.Connection, ctx: Context, case_id: int, row: int, wanted: bool
+) -> Analysis | None:
+    """The analysis made before the transaction; None when it was skipped, which the history says.
+
+    The text is never read here instead: inside the transaction a slow read would hold the lock.
+    Nothing is asked of the customer then, and the agent reads the mail itself.
+    """
+    analysis = ctx.analysis
+    if analysis is not None and not analysis.skipped:
+        return analysis
+    if analysis is not None or wanted:
+        why = analysis.skipped if analysis is not None else "the text was not read before the transaction"
+        record(conn, case_id, "gateway", "analysis-skipped", "escalation fields not looked for", why, row)
+    return None
 
 
 def _collect_answers(conn: sqlite3.Connection, ctx: Context, case_id: int, row: int) -> None:
-    fresh = case_fields.collect(conn, case_id, _evidence(ctx))
+    analysis = _analysed(conn, ctx, case_id, row, True)
+    if analysis is None:
+        return
+    fresh = case_fields.collect(conn, case_id, analysis.present)
     if fresh:
         record(conn, case_id, ctx.sender.address, "escalation-info-added", ", ".join(fresh), "", row)
     if fresh and case_fields.was_asked(conn, case_id) and not case_fields.still_missing(conn, case_id):

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
 from gateway.core import folding
+from gateway.core.crashpoints import pausepoint
 from gateway.directory.who_wrote import Sender
+from gateway.flow.context import Analysis
 
 _PHONE = re.compile(r"(?<!\d)(\+47[ ]?)?(\d{2}[ ]?\d{2}[ ]?\d{2}[ ]?\d{2}|\d{3}[ ]?\d{2}[ ]?\d{3})(?!\d)")
 _MAC = re.compile(
@@ -210,10 +214,40 @@ BY_KEY = {f.key: f for f in FIELDS}
 
 def found_in(evidence: Evidence) -> dict[str, str]:
     """Fields this one message supplies, with a short quote of what showed it."""
-    present: dict[str, str] = {}
+    found = _read(_cleaned(evidence), math.inf)
+    assert found is not None  # no deadline
+    return found
+
+
+def analyse(subject: str, new_body: str, attachments: list[str], sender: Sender, budget: float) -> Analysis:
+    """The fields in a message's new text and the ones it makes required, read within `budget` seconds.
+
+    Runs before the write transaction (pipeline.steps.prepare), so a slow read never holds the
+    lock other mail waits on. A running regex cannot be stopped from Python, so the clock is read
+    between patterns instead: every pattern here is linear and reads at most ANALYSED_CHARS, so
+    one search takes milliseconds and the budget is overrun by at most that much.
+    """
+    deadline = time.perf_counter() + budget
+    evidence = _cleaned(Evidence(f"{subject}\n{new_body[:ANALYSED_CHARS]}", attachments, sender))
+    pausepoint("analysis")
+    present = _read(evidence, deadline)
+    if present is None or time.perf_counter() > deadline:
+        return Analysis(skipped=f"the text was not read to the end within {budget:g} s")
+    return Analysis(present, tuple(f.key for f in _required_in(evidence.folded)))
+
+
+def _cleaned(evidence: Evidence) -> Evidence:
+    """The first ANALYSED_CHARS of the text, without mail-client signatures."""
     text = evidence.text[:ANALYSED_CHARS]
-    evidence = Evidence(_CLIENT_SIGNATURE.sub("", text), evidence.attachments, evidence.sender)
+    return Evidence(_CLIENT_SIGNATURE.sub("", text), evidence.attachments, evidence.sender)
+
+
+def _read(evidence: Evidence, deadline: float) -> dict[str, str] | None:
+    """Every field's detector in turn; None when the clock passed the deadline between two of them."""
+    present: dict[str, str] = {}
     for field in FIELDS:
+        if time.perf_counter() > deadline:
+            return None
         quote = field.detect(evidence)
         if quote is None and field.key in _NETINFO_FIELDS and evidence.netinfo():
             quote = "netinfo.log attached"
@@ -223,7 +257,10 @@ def found_in(evidence: Evidence) -> dict[str, str]:
 
 
 def required(case_text: str) -> list[Field]:
-    folded = folding.fold(case_text)
+    return _required_in(folding.fold(case_text))
+
+
+def _required_in(folded: str) -> list[Field]:
     return [f for f in FIELDS if f.needed_when is None or f.needed_when.search(folded)]
 
 

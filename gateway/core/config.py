@@ -146,6 +146,8 @@ def _check_service(service: ServiceConfig) -> None:
     for key in ("receipt_limit_per_hour", "confirmation_limit_per_hour"):
         if getattr(service, key) < 1:
             raise ConfigError(f"service.{key}: must be at least 1")
+    if service.analysis_seconds <= 0:
+        raise ConfigError("service.analysis_seconds: must be more than 0")
 
 
 def _check_ports(smtp: SmtpConfig, relay: RelayConfig | None) -> None:

@@ -31,6 +31,9 @@ class ServiceConfig:
     reopen_days: int = 14
     # Resolved cases close by themselves after this many days without news.
     autoclose_days: int = 7
+    # Time one message's text analysis (escalation fields) may take before the transaction; past
+    # it the case is stored without it and its history says "analysis skipped".
+    analysis_seconds: float = 1.0
 
     @property
     def domain(self) -> str:

@@ -7,14 +7,23 @@ read once, at import.
 
 Points: "after-commit" (pipeline: the transaction committed; no SMTP 250, exit 0 or IMAP
 move given yet) and "after-relay-250" (outbox: the relay took a mail, the row not yet marked sent).
+
+`GATEWAY_TEST_PAUSE_AT=<name>:<folder>` instead halts the process at a pause point: it creates
+`<folder>/paused` and waits for the test to create `<folder>/resume`. Point: "analysis" (the
+escalation analysis of a message's text, which must run before the write transaction opens).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
+from pathlib import Path
 
 CRASH_AT = os.environ.get("GATEWAY_TEST_CRASH_AT", "")
+PAUSE_AT, _, PAUSE_FOLDER = os.environ.get("GATEWAY_TEST_PAUSE_AT", "").partition(":")
+# A test that forgot to resume must not leave a process hanging for ever.
+PAUSE_LIMIT_SECONDS = 60.0
 # Set by gateway/child.py in the worker processes of serve: the pid of its `gateway serve`.
 SERVE_PID = os.environ.get("GATEWAY_SERVE_PID", "")
 # How subprocess reports a process that died of SIGKILL.
@@ -29,3 +38,14 @@ def crashpoint(name: str) -> None:
             # power cut would, not just the child the parent would restart.
             os.kill(int(SERVE_PID), signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def pausepoint(name: str) -> None:
+    """Wait here, holding whatever the process holds, until the test that asked for this point resumes it."""
+    if name != PAUSE_AT:
+        return
+    folder = Path(PAUSE_FOLDER)
+    (folder / "paused").touch()
+    give_up = time.monotonic() + PAUSE_LIMIT_SECONDS
+    while not (folder / "resume").exists() and time.monotonic() < give_up:
+        time.sleep(0.01)

@@ -43,6 +43,18 @@ class ThreadMatch:
     status: str = "none"
 
 
+@dataclass(frozen=True)
+class Analysis:
+    """What reading a message's new text found, done before the transaction (gateway.cases.escalation)."""
+
+    # Escalation fields the text supplies, each with a short quote of what showed it.
+    present: dict[str, str] = field(default_factory=dict)
+    # The fields this text makes required (the conditional ones only when it mentions their topic).
+    needed: tuple[str, ...] = ()
+    # Why the reading stopped short (the time budget ran out); empty when it is complete.
+    skipped: str = ""
+
+
 @dataclass
 class Context:
     """One message's state as it moves through the steps."""
@@ -64,6 +76,10 @@ class Context:
     row: int | None = None
     # Why mail from an agent's address is not the agent's (no proof): the held reason says so.
     unproven_agent: str | None = None
+    # The body without quoted history (gateway.mail.quoting), cut once before the transaction.
+    new_body: str | None = None
+    # The escalation analysis of the new text; None when nothing analysed this message beforehand.
+    analysis: Analysis | None = None
 
     @property
     def rules_why(self) -> str:
@@ -81,6 +97,8 @@ def facts_for(runtime: Runtime, ctx: Context) -> Facts:
         automated=ctx.automated is not None,
         open_hours=runtime.is_open(clock.now()),
         intent=ctx.intent,
+        # The quote was cut before the transaction: the rules read it, not cut it again.
+        _new={} if ctx.new_body is None else {"body": ctx.new_body},
     )
 
 

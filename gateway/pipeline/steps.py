@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-from gateway.cases import casework, messages, threads
+from gateway.cases import casework, escalation, messages, threads
 from gateway.changes import confirmations
 from gateway.changes import notices as change_notices
 from gateway.directory.who_wrote import Sender, identify
@@ -14,6 +14,7 @@ from gateway.incidents import monitoring
 from gateway.mail import screening
 from gateway.mail.auth import Verdict, authenticate
 from gateway.mail.message import InboundMessage, parse
+from gateway.mail.quoting import strip_quoted
 from gateway.rules.engine import decide
 from gateway.rules.intent import read_mail
 from gateway.runtime import Runtime
@@ -25,7 +26,7 @@ Step = Callable[[Runtime, sqlite3.Connection, Context], "Result | None"]
 def prepare(
     runtime: Runtime, raw: bytes, source: str, envelope_from: str | None, arrival: Arrival | None = None
 ) -> Context:
-    """Everything that needs no database, before the transaction: parse, identify, check, screen, intent."""
+    """Everything that needs no database, before the transaction: parse, identify, check, screen, read."""
     message = parse(raw, envelope_from)
     sender = identify(message.from_addr, message.from_name, runtime.registry())
     verdict = check_sender(runtime, message, source, sender)
@@ -38,6 +39,12 @@ def prepare(
     automated = screening.automated_reason(message, runtime.config.service.address)
     # What the mail asks for, from its own words only: separate from who wrote it and from the topic.
     intent = read_mail(runtime.vocabulary, message.subject, message.body)
+    # Reading a stranger's text happens here, before the transaction, bounded in size and time:
+    # while it runs, no lock is held that other mail would wait on.
+    new_body = strip_quoted(message.body, message.subject)
+    analysis = escalation.analyse(
+        message.subject, new_body, message.attachments, sender, runtime.config.service.analysis_seconds
+    )
     return Context(
         message=message,
         source=source,
@@ -47,6 +54,8 @@ def prepare(
         arrival=arrival,
         intent=intent,
         unproven_agent=unproven,
+        new_body=new_body,
+        analysis=analysis,
     )
 
 
