@@ -7,6 +7,7 @@ read once, at import.
 
 Points: "after-commit" (pipeline: the transaction committed; no SMTP 250, exit 0 or IMAP
 move given yet) and "after-relay-250" (outbox: the relay took a mail, the row not yet marked sent).
+"after-relay-250@12" dies at the twelfth delivery instead, in the middle of a burst.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from __future__ import annotations
 import os
 import signal
 
-CRASH_AT = os.environ.get("GATEWAY_TEST_CRASH_AT", "")
+# "<point>" dies the first time the point is reached, "<point>@N" the N-th time in this process.
+CRASH_AT, _, _NTH = os.environ.get("GATEWAY_TEST_CRASH_AT", "").partition("@")
+_passes_left = int(_NTH or 1)
 # Set by gateway/child.py in the worker processes of serve: the pid of its `gateway serve`.
 SERVE_PID = os.environ.get("GATEWAY_SERVE_PID", "")
 # How subprocess reports a process that died of SIGKILL.
@@ -23,7 +26,11 @@ KILLED = -signal.SIGKILL
 
 def crashpoint(name: str) -> None:
     """End the process at once, with no cleanup and no flush, when a test asked for this point."""
+    global _passes_left
     if name == CRASH_AT:
+        _passes_left -= 1
+        if _passes_left > 0:
+            return
         if SERVE_PID:
             # A worker process of `gateway serve`: a crash here takes the service down as a
             # power cut would, not just the child the parent would restart.

@@ -24,8 +24,6 @@ from gateway.store.case_rows import record
 from gateway.store.database import StorageUnavailable, Store
 
 log = logging.getLogger("gateway.outbox")
-# Deliveries recorded per transaction; bounds how many a crash can make us send a second time.
-SENT_BATCH = 50
 
 
 @dataclass(frozen=True)
@@ -160,10 +158,10 @@ class Deliverer:
                     if paused():
                         break
                     if self._attempt(row, report):
+                        # Committed before the next mail goes on this connection: a kill -9
+                        # leaves at most this one mail unrecorded, to be sent once more.
                         sent.append(int(row["id"]))
-                    if len(sent) >= SENT_BATCH:
                         self._mark_sent(sent)
-                self._mark_sent(sent)
                 if report.deferred and not report.sent:
                     break
         finally:
@@ -172,7 +170,7 @@ class Deliverer:
         return report
 
     def _mark_sent(self, ids: list[int]) -> None:
-        """Record deliveries in one transaction per batch: a crash before it resends that batch once."""
+        """Record deliveries the relay took; a store that refuses keeps them for the next try."""
         if not ids:
             return
         with self.store.write() as conn:
@@ -184,7 +182,7 @@ class Deliverer:
         ids.clear()
 
     def _attempt(self, row: dict[str, Any], report: FlushReport) -> bool:
-        """Try one mail; True when the relay took it (the caller records that in a batch)."""
+        """Try one mail; True when the relay took it (the caller records that at once)."""
         raw = bytes(row["raw"])
         recipients = json.loads(str(row["recipients"]))
         try:
