@@ -6,7 +6,7 @@ Never set it in production. Unset, a call costs one comparison of two strings; t
 read once, at import.
 
 Points: "after-commit" (pipeline: the transaction committed; no SMTP 250, exit 0 or IMAP
-move given yet) and "after-relay-250" (outbox: the relay took a mail, the row not yet marked sent).
+move given yet) and "after-relay-250" (outbox: the relay took a mail, not yet noted as sent).
 "after-relay-250@12" dies at the twelfth delivery instead, in the middle of a burst.
 """
 

@@ -105,6 +105,8 @@ def _check_disk(config: Config, health: Health) -> None:
         return  # no folder yet: "no database" says it
     # f_bavail, not f_bfree: the blocks reserved for root are not there for the gateway's user.
     health.free_bytes = fs.f_bavail * fs.f_frsize
+    if fs.f_flag & os.ST_RDONLY:  # where not even the write failure could be recorded
+        health.problems.append(f"the filesystem of {folder} is mounted read-only")
     if health.free_bytes < health.min_free_bytes:
         health.problems.append(
             f"only {_megabytes(health.free_bytes)} free on the filesystem of {folder}"

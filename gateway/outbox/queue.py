@@ -136,7 +136,7 @@ class Deliverer:
         self.journal = SentJournal(config.storage.path)
         # Mail the relay took that not even the journal could note (disk full, read-only):
         # noted before anything else is sent, so a sick store never makes us send it again.
-        self._unrecorded: list[int] = []
+        self._unrecorded: list[tuple[int, str]] = []  # (outbox id, Message-ID)
         self._noted = 0
 
     def due(self, limit: int = 200) -> list[dict[str, Any]]:
@@ -165,7 +165,7 @@ class Deliverer:
                     if self._attempt(row, report):
                         # Noted before the next mail goes on this connection: a kill -9
                         # leaves at most this one mail unnoted, to be sent once more.
-                        self._unrecorded.append(int(row["id"]))
+                        self._unrecorded.append((int(row["id"]), str(row["message_id"])))
                         self._note_sent()
                     if self._noted >= SENT_BATCH:
                         self._mark_sent()
@@ -181,7 +181,7 @@ class Deliverer:
         """Note in the journal what the relay took; on failure it stays in hand and nothing more is sent."""
         while self._unrecorded:
             try:
-                self.journal.note(self._unrecorded[0])
+                self.journal.note(*self._unrecorded[0])
             except StorageUnavailable as exc:
                 self.store.write_errors.failed(str(exc))
                 raise
@@ -198,10 +198,10 @@ class Deliverer:
                 # `status = 'queued'`: notes applied once already (a crash before forget) change nothing.
                 conn.executemany(
                     "UPDATE outbox SET status = 'sent', attempts = attempts + 1, last_error = '', sent_at = ?"
-                    " WHERE id = ? AND status = 'queued'",
-                    [(sent_at, row_id) for row_id, sent_at in noted],
+                    " WHERE id = ? AND message_id = ? AND status = 'queued'",
+                    [(sent_at, row_id, message_id) for row_id, message_id, sent_at in noted],
                 )
-            self.journal.forget(row_id for row_id, _ in noted)
+            self.journal.forget(row_id for row_id, _, _ in noted)
         self._noted = 0
 
     def _attempt(self, row: dict[str, Any], report: FlushReport) -> bool:

@@ -76,7 +76,7 @@ class Store:
         A checkpoint copies the WAL into the database file and syncs it, inside the COMMIT that
         crossed the threshold. serve's intake worker sets a high threshold so that its commits,
         which hold every SMTP client's 250, rarely pay for one: the outbox sender commits after
-        each delivery with SQLite's default of 1000 pages and so checkpoints first. The high
+        each delivery batch with SQLite's default of 1000 pages and so checkpoints first. The high
         threshold still bounds the WAL when nothing goes out. Where Litestream checkpoints
         (`storage.replica`), the connection keeps its higher safety net instead.
         """
