@@ -20,6 +20,7 @@ from gateway.ops.status import collect
 from gateway.outbox.queue import Deliverer
 from gateway.pipeline.process import process, quarantine
 from gateway.runtime import Runtime
+from gateway.store.database import open_store
 from tests.support import RecordingRelay, free_port, mail, smtp_send, wait_for
 
 
@@ -165,7 +166,9 @@ def test_free_space_threshold_is_checked_and_validated(tmp_path: Path, config_pa
     config_path.write_text(
         text.replace("[storage]\n", "[storage]\nmin_free_mb = 1000000000\n"), encoding="utf-8"
     )
-    health = collect(load_config(config_path))
+    config = load_config(config_path)
+    open_store(config.storage).close()  # the store's folder, as on an installed gateway
+    health = collect(config)
     assert health.free_bytes is not None and health.free_bytes < health.min_free_bytes
     assert any("storage.min_free_mb is 1000000000" in problem for problem in health.problems), health.problems
     config_path.write_text(text.replace("[storage]\n", "[storage]\nmin_free_mb = -1\n"), encoding="utf-8")
