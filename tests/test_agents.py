@@ -318,10 +318,7 @@ def _answers(rt: Runtime) -> list[str]:
 def test_answer_written_under_the_quote_is_relayed(rt: Runtime) -> None:
     """An agent who answers below the quoted mail has that answer relayed, not an empty mail."""
     process(rt, mail(sender=CUSTOMER, subject="Skriveren på rom 204"), "pipe")
-    _agent(
-        rt,
-        "Den 03.03.2025 10:01, skrev IT Nordby:\n> Skriveren svarer ikke.\n\nSkriveren er startet på nytt nå.\n",
-    )
+    _agent(rt, "Den 03.03.2025 10:01, skrev IT Nordby:\n> Skriveren svarer ikke.\n\nSkriveren er startet på nytt nå.\n")
     answers = _answers(rt)
     assert len(answers) == 1 and "Skriveren er startet på nytt nå." in answers[0]
     assert "Skriveren svarer ikke." not in answers[0]

@@ -267,9 +267,7 @@ def test_search_index_follows_in_batches_and_stays_exact(runtime: Runtime) -> No
     hits = store.query("SELECT rowid FROM messages_fts WHERE messages_fts MATCH 'kantina OR byttet'")
     assert len(hits) == 2  # each edited message once: no row indexed twice
     # The intake indexes on its own once INTAKE_BACKLOG rows wait.
-    items = [
-        (mail(subject=f"Sak {n}", body="Tekst.\n"), "smtp", None, None) for n in range(search.INTAKE_BACKLOG)
-    ]
+    items = [(mail(subject=f"Sak {n}", body="Tekst.\n"), "smtp", None, None) for n in range(search.INTAKE_BACKLOG)]
     process_batch(runtime, items)
     upto = store.one("SELECT indexed_upto FROM search_progress")["indexed_upto"]
     assert upto == store.one("SELECT max(id) AS n FROM messages")["n"]
