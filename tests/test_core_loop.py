@@ -147,7 +147,7 @@ def test_relay_down_delays_receipt_until_it_is_back(server: Server, relay: Recor
     store.conn.execute("UPDATE outbox SET next_attempt_at = ''")  # the retry time has come
     server.outbox.wake()
     wait_for(lambda: relay.to(KARI), what="receipt after the relay came back")
-    # Deliveries are recorded per batch, so the row may say "sent" a moment after the relay has it.
+    # A delivery is recorded just after the relay's 250, so the row may say "sent" a moment later.
     wait_for(lambda: store.one(receipt)["status"] == "sent", what="receipt recorded as sent")
     assert len(relay.to(KARI)) == 1
 

@@ -12,7 +12,7 @@ from freezegun import freeze_time
 
 from gateway.cli.main import main
 from gateway.core import clock
-from gateway.core.config import Config, load_config
+from gateway.core.config import Config, ConfigError, load_config
 from gateway.ops.lock import ServeLock
 from gateway.ops.metrics import TrafficCollector
 from gateway.ops.server import Server
@@ -20,6 +20,7 @@ from gateway.ops.status import collect
 from gateway.outbox.queue import Deliverer
 from gateway.pipeline.process import process, quarantine
 from gateway.runtime import Runtime
+from gateway.store.database import open_store
 from tests.support import RecordingRelay, free_port, mail, smtp_send, wait_for
 
 
@@ -157,3 +158,19 @@ def test_metrics_endpoint_has_traffic_and_process_figures(config_path: Path) -> 
     assert 'gateway_messages_total{intake="smtp",outcome="case"} 1.0' in text
     assert "gateway_outbox_sent_total" in text and "gateway_outbox_deferred_total" in text
     assert "process_open_fds" in text and "process_resident_memory_bytes" in text
+
+
+def test_free_space_threshold_is_checked_and_validated(tmp_path: Path, config_path: Path) -> None:
+    """A threshold above the disk's free space makes status name it; a negative threshold is refused, naming the key."""
+    text = config_path.read_text(encoding="utf-8")
+    config_path.write_text(
+        text.replace("[storage]\n", "[storage]\nmin_free_mb = 1000000000\n"), encoding="utf-8"
+    )
+    config = load_config(config_path)
+    open_store(config.storage).close()  # the store's folder, as on an installed gateway
+    health = collect(config)
+    assert health.free_bytes is not None and health.free_bytes < health.min_free_bytes
+    assert any("storage.min_free_mb is 1000000000" in problem for problem in health.problems), health.problems
+    config_path.write_text(text.replace("[storage]\n", "[storage]\nmin_free_mb = -1\n"), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"storage\.min_free_mb"):
+        load_config(config_path)

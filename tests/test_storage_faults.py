@@ -8,6 +8,7 @@ the next message is stored by the same `gateway serve` process and the outbox go
 from __future__ import annotations
 
 import errno
+import json
 import os
 import sqlite3
 import subprocess
@@ -139,10 +140,10 @@ def test_full_disk_gives_451_and_75_then_serve_recovers_by_itself(
         wait_for(gated.holding.is_set, what="the outbox sending the receipt")
         truncate_wal(db)
         filler = fill(disk)
-        gated.hold_data(0)  # the relay takes the receipt and the agents' notice; recording them fails
-        wait_for(lambda: len(gated.received) == 2, what="two mails at the relay")
+        gated.hold_data(0)  # the relay takes the receipt; noting it fails, so nothing more goes
         log = tmp_path / "serve.log"
         wait_for(lambda: "outbox paused, store unavailable" in log.read_text(), what="the outbox to fail")
+        assert len(gated.received) == 1
 
         second = mail(sender=f"Ola <{OLA}>", subject="Skriveren virker ikke", message_id="<full2@fjellvik>")
         answer = send(port, second)
@@ -273,18 +274,73 @@ def test_filesystem_turned_read_only_under_serve_gives_451_and_sends_nothing_twi
             wait_for(gated.holding.is_set, what="the outbox sending the receipt")
             trigger.write_text("test: the store's disk failed")  # errors=remount-ro: read-only now
             gated.hold_data(0)
-            wait_for(lambda: len(gated.received) == 2, what="two mails at the relay")
+            wait_for(lambda: len(gated.received) == 1, what="the receipt at the relay")
             for n in range(2):  # a second try too: the reopened connection is read-only
                 answer = send(port, mail(sender=f"Ola <{OLA}>", message_id=f"<eio{n}@fjellvik>"))
                 assert answer is not None and answer.startswith("451 "), answer
             assert deliver(config_path, mail(sender=f"Siri <{SIRI}>")).returncode == 75
-            # The outbox's next round (after its idle wait) finds the same two mails unrecorded: not resent.
+            # The outbox's next round (after its idle wait) finds the receipt still unnoted: not resent,
+            # and nothing else sent while it cannot be noted.
             log = tmp_path / "serve.log"
             wait_for(lambda: log.read_text().count("outbox paused") >= 2, timeout=20, what="a second round")
-            assert len(gated.received) == 2 and serve.proc is not None and serve.proc.poll() is None
+            assert len(gated.received) == 1 and serve.proc is not None and serve.proc.poll() is None
         finally:
             serve.stop()
         assert inbound(db) == {"<eio1@nordby-skole.example>": 1} and intact(db) == []
         assert set(copies(gated).values()) == {1}
     finally:
         _run("umount", "-l", str(where))
+
+
+def status(config_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """`gateway status`, as the monitoring check runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "--config", str(config_path), "status", *extra],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+
+
+def test_status_names_a_full_disk_and_the_failed_write_until_space_is_back(
+    tmp_path: Path, disk: Path, gated: GatedRelay
+) -> None:
+    """On a full disk mail gets 451 and `gateway status` exits 1 naming the free space and the failed write; freed space and a stored mail bring exit 0 back."""
+    config_path = config_on(tmp_path, disk, gated)
+    text = config_path.read_text(encoding="utf-8")
+    config_path.write_text(text.replace("[storage]\n", "[storage]\nmin_free_mb = 1\n"), encoding="utf-8")
+    config = load_config(config_path)
+    db, port = config.storage.database, config.smtp.port
+    serve = Serve(config_path, tmp_path / "serve.log").start()
+    try:
+        assert (send(port, mail(message_id="<disk1@nordby-skole.example>")) or "").startswith("250 ")
+        wait_for(lambda: all_sent(db), what="the first receipt sent")
+        healthy = status(config_path, "--json")
+        assert healthy.returncode == 0, healthy.stdout
+        assert json.loads(healthy.stdout)["free_bytes"] > 1_000_000
+
+        truncate_wal(db)
+        filler = fill(disk)
+        second = mail(sender=f"Ola <{OLA}>", subject="Skriveren virker ikke", message_id="<disk2@fjellvik>")
+        answer = send(port, second)
+        assert answer is not None and answer.startswith("451 "), answer
+        full = status(config_path, "--json")
+        assert full.returncode == 1, full.stdout + full.stderr
+        report = json.loads(full.stdout)
+        assert report["healthy"] is False and report["free_bytes"] < 1_000_000
+        assert "disk is full" in report["last_write_error"], report
+        assert any("free on the filesystem" in p for p in report["problems"]), report["problems"]
+        assert any("the last write to the store failed" in p for p in report["problems"])
+        human = status(config_path)
+        assert human.returncode == 1 and "NEEDS ATTENTION" in human.stdout
+        assert "problem: only 0.0 MB free on the filesystem of" in human.stdout, human.stdout
+
+        filler.unlink()
+        assert (send(port, second) or "").startswith("250 ")  # the successful commit clears the record
+        recovered = status(config_path)
+        assert recovered.returncode == 0, recovered.stdout
+        assert "no write failure on record" in recovered.stdout
+    finally:
+        assert serve.stop() == 0
+    assert inbound(db) == {"<disk1@nordby-skole.example>": 1, "<disk2@fjellvik>": 1}

@@ -265,6 +265,8 @@ def parse_config(data: dict[str, Any], base: Path, source: Path | None = None) -
         return p if p.is_absolute() else base / p
 
     replica = _replica(data, rooted)
+    if storage.min_free_mb < 0:
+        raise ConfigError("storage.min_free_mb: must be 0 or more (0: no free-space check)")
     if (storage.replica or replica is not None) and storage.busy_timeout_ms < 5000:
         # Litestream takes short write locks to checkpoint; its docs ask writers to wait 5 s.
         raise ConfigError("storage.busy_timeout_ms: at least 5000 when Litestream streams the store")

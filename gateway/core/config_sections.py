@@ -47,6 +47,8 @@ class StorageConfig:
     busy_timeout_ms: int = 10000
     # Litestream streams the store: the gateway leaves WAL checkpoints to it (docs/two-nodes.md).
     replica: bool = False
+    # `gateway status` exits 1 when the filesystem of `path` has less free space than this.
+    min_free_mb: int = 200
 
     @property
     def database(self) -> Path:

@@ -6,7 +6,8 @@ Never set it in production. Unset, a call costs one comparison of two strings; t
 read once, at import.
 
 Points: "after-commit" (pipeline: the transaction committed; no SMTP 250, exit 0 or IMAP
-move given yet) and "after-relay-250" (outbox: the relay took a mail, the row not yet marked sent).
+move given yet) and "after-relay-250" (outbox: the relay took a mail, not yet noted as sent).
+"after-relay-250@12" dies at the twelfth delivery instead, in the middle of a burst.
 
 `GATEWAY_TEST_PAUSE_AT=<name>:<folder>` instead halts the process at a pause point: it creates
 `<folder>/paused` and waits for the test to create `<folder>/resume`. Point: "analysis" (the
@@ -20,7 +21,9 @@ import signal
 import time
 from pathlib import Path
 
-CRASH_AT = os.environ.get("GATEWAY_TEST_CRASH_AT", "")
+# "<point>" dies the first time the point is reached, "<point>@N" the N-th time in this process.
+CRASH_AT, _, _NTH = os.environ.get("GATEWAY_TEST_CRASH_AT", "").partition("@")
+_passes_left = int(_NTH or 1)
 PAUSE_AT, _, PAUSE_FOLDER = os.environ.get("GATEWAY_TEST_PAUSE_AT", "").partition(":")
 # A test that forgot to resume must not leave a process hanging for ever.
 PAUSE_LIMIT_SECONDS = 60.0
@@ -32,7 +35,11 @@ KILLED = -signal.SIGKILL
 
 def crashpoint(name: str) -> None:
     """End the process at once, with no cleanup and no flush, when a test asked for this point."""
+    global _passes_left
     if name == CRASH_AT:
+        _passes_left -= 1
+        if _passes_left > 0:
+            return
         if SERVE_PID:
             # A worker process of `gateway serve`: a crash here takes the service down as a
             # power cut would, not just the child the parent would restart.

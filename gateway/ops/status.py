@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -11,6 +12,7 @@ from gateway.core import clock
 from gateway.core.config import Config
 from gateway.ops import replication
 from gateway.ops.lock import ServeLock
+from gateway.store import write_errors
 from gateway.store.database import Store, open_store
 
 # What counts as "needs a person"; docs/deployment.md lists the same conditions.
@@ -36,6 +38,10 @@ class Health:
     quarantine_unreplayed: int = 0
     held: int = 0
     replica: replication.ReplicaState | None = None
+    free_bytes: int | None = None
+    min_free_bytes: int = 0
+    last_write_error: str | None = None
+    last_write_error_at: str | None = None
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -73,6 +79,8 @@ def collect(config: Config, expect_listener: bool = False) -> Health:
     health.replica = replication.inspect(config)
     if health.replica is not None and health.replica.problem:
         health.problems.append(health.replica.problem)
+    # Before the store is opened: a full disk must show even if opening it fails.
+    _check_disk(config, health)
     if not config.storage.database.exists():
         health.problems.append(f"no database at {config.storage.database}")
         return health
@@ -85,6 +93,31 @@ def collect(config: Config, expect_listener: bool = False) -> Health:
     finally:
         store.close()
     return health
+
+
+def _check_disk(config: Config, health: Health) -> None:
+    """Free space where the store lives, and the last failure to write it (gateway/store/write_errors.py)."""
+    folder = config.storage.path
+    health.min_free_bytes = config.storage.min_free_mb * 1_000_000
+    try:
+        fs = os.statvfs(folder)
+    except OSError:
+        return  # no folder yet: "no database" says it
+    # f_bavail, not f_bfree: the blocks reserved for root are not there for the gateway's user.
+    health.free_bytes = fs.f_bavail * fs.f_frsize
+    if fs.f_flag & os.ST_RDONLY:  # where not even the write failure could be recorded
+        health.problems.append(f"the filesystem of {folder} is mounted read-only")
+    if health.free_bytes < health.min_free_bytes:
+        health.problems.append(
+            f"only {_megabytes(health.free_bytes)} free on the filesystem of {folder}"
+            f" (storage.min_free_mb is {config.storage.min_free_mb})"
+        )
+    failure = write_errors.last(folder)
+    if failure is not None:
+        health.last_write_error, health.last_write_error_at = failure.error, failure.at
+        health.problems.append(
+            f"the last write to the store failed at {failure.at} ({failure.process}): {failure.error}"
+        )
 
 
 def _read_store(store: Store, health: Health) -> None:
@@ -122,6 +155,16 @@ def _megabytes(size: int) -> str:
     return f"{size / 1_000_000:.1f} MB"
 
 
+def _disk(health: Health) -> str:
+    free = "free space unknown" if health.free_bytes is None else f"{_megabytes(health.free_bytes)} free"
+    failed = (
+        f"last write failed at {health.last_write_error_at}"
+        if health.last_write_error is not None
+        else "no write failure on record"
+    )
+    return f"{free} (at least {_megabytes(health.min_free_bytes)} wanted); {failed}"
+
+
 def render(health: Health) -> list[str]:
     listener = "up" if health.listener_up else "down"
     serving = "gateway serve running" if health.serve_running else "no gateway serve running"
@@ -144,6 +187,7 @@ def render(health: Health) -> list[str]:
         f"  quarantine  {health.quarantine_unreplayed} not replayed",
         f"  held        {health.held}",
         f"  database    {health.database}, {_megabytes(health.database_bytes)}",
+        f"  disk        {_disk(health)}",
     ]
     if health.replica is not None:
         lines.append(f"  replica     {replication.describe(health.replica)}")

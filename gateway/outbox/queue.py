@@ -20,11 +20,12 @@ from gateway.core.crashpoints import crashpoint
 from gateway.mail.screening import LOOP_HEADER
 from gateway.outbox import mime
 from gateway.outbox.headers import address_line, folded, header_line, message_ids, one_line
+from gateway.outbox.journal import SentJournal
 from gateway.store.case_rows import record
 from gateway.store.database import StorageUnavailable, Store
 
 log = logging.getLogger("gateway.outbox")
-# Deliveries recorded per transaction; bounds how many a crash can make us send a second time.
+# Journal notes applied to the store per transaction; they cost no resend, only a lock wait each.
 SENT_BATCH = 50
 
 
@@ -132,9 +133,11 @@ class Deliverer:
         self.config = config
         self.store = store
         self._smtp: smtplib.SMTP | None = None
-        # Mail the relay took that the store could not yet record as sent (disk full, read-only):
-        # recorded before anything else is sent, so a sick store never makes us send it again.
-        self._unrecorded: list[int] = []
+        self.journal = SentJournal(config.storage.path)
+        # Mail the relay took that not even the journal could note (disk full, read-only):
+        # noted before anything else is sent, so a sick store never makes us send it again.
+        self._unrecorded: list[tuple[int, str]] = []  # (outbox id, Message-ID)
+        self._noted = 0
 
     def due(self, limit: int = 200) -> list[dict[str, Any]]:
         return self.store.query(
@@ -149,9 +152,9 @@ class Deliverer:
         `paused` is asked before each mail, so a stopping server ends between two sends.
         """
         report = FlushReport()
-        sent = self._unrecorded
         try:
-            self._mark_sent(sent)
+            self._note_sent()
+            self._mark_sent()  # notes an earlier run (or a crash) left, before anything is sent
             while not paused():
                 rows = self.due()
                 if not rows:
@@ -160,31 +163,49 @@ class Deliverer:
                     if paused():
                         break
                     if self._attempt(row, report):
-                        sent.append(int(row["id"]))
-                    if len(sent) >= SENT_BATCH:
-                        self._mark_sent(sent)
-                self._mark_sent(sent)
+                        # Noted before the next mail goes on this connection: a kill -9
+                        # leaves at most this one mail unnoted, to be sent once more.
+                        self._unrecorded.append((int(row["id"]), str(row["message_id"])))
+                        self._note_sent()
+                    if self._noted >= SENT_BATCH:
+                        self._mark_sent()
+                self._mark_sent()
                 if report.deferred and not report.sent:
                     break
         finally:
             self._close()
-            self._mark_sent(sent)
+            self._mark_sent()
         return report
 
-    def _mark_sent(self, ids: list[int]) -> None:
-        """Record deliveries in one transaction per batch: a crash before it resends that batch once."""
-        if not ids:
-            return
-        with self.store.write() as conn:
-            conn.executemany(
-                "UPDATE outbox SET status = 'sent', attempts = attempts + 1, last_error = '', sent_at = ?"
-                " WHERE id = ?",
-                [(clock.iso(), row_id) for row_id in ids],
-            )
-        ids.clear()
+    def _note_sent(self) -> None:
+        """Note in the journal what the relay took; on failure it stays in hand and nothing more is sent."""
+        while self._unrecorded:
+            try:
+                self.journal.note(*self._unrecorded[0])
+            except StorageUnavailable as exc:
+                self.store.write_errors.failed(str(exc))
+                raise
+            self._unrecorded.pop(0)
+            self._noted += 1
+
+    def _mark_sent(self) -> None:
+        """Apply the journal's notes to the outbox rows in one transaction, then drop the notes."""
+        if self._unrecorded:
+            return  # a note that failed comes first: _note_sent raises until it is made
+        noted = self.journal.pending()
+        if noted:
+            with self.store.write() as conn:
+                # `status = 'queued'`: notes applied once already (a crash before forget) change nothing.
+                conn.executemany(
+                    "UPDATE outbox SET status = 'sent', attempts = attempts + 1, last_error = '', sent_at = ?"
+                    " WHERE id = ? AND message_id = ? AND status = 'queued'",
+                    [(sent_at, row_id, message_id) for row_id, message_id, sent_at in noted],
+                )
+            self.journal.forget(row_id for row_id, _, _ in noted)
+        self._noted = 0
 
     def _attempt(self, row: dict[str, Any], report: FlushReport) -> bool:
-        """Try one mail; True when the relay took it (the caller records that in a batch)."""
+        """Try one mail; True when the relay took it (the caller records that at once)."""
         raw = bytes(row["raw"])
         recipients = json.loads(str(row["recipients"]))
         try:

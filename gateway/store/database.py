@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -14,6 +16,7 @@ from sqlite_utils import Database
 from gateway.core import clock
 from gateway.core.config import StorageConfig
 from gateway.store.schema import migrations
+from gateway.store.write_errors import WriteErrorLog
 
 
 class StorageUnavailable(Exception):
@@ -44,6 +47,7 @@ class Store:
         self.checkpoint_pages: int | None = REPLICA_CHECKPOINT_PAGES if replica else None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            self.write_errors = WriteErrorLog(path.parent, f"{Path(sys.argv[0]).stem} pid {os.getpid()}")
             self.conn = self._connect()
             self.db = Database(self.conn)
             migrations.apply(self.db)
@@ -91,6 +95,7 @@ class Store:
         try:
             fresh = self._connect()
         except (sqlite3.Error, OSError) as exc:
+            self.write_errors.failed(f"reopening {self.path}: {exc}")
             raise StorageUnavailable(f"{self.path}: {exc}") from exc
         stale, self.conn, self.db = self.conn, fresh, Database(fresh)
         self._reopen_needed = False
@@ -99,11 +104,14 @@ class Store:
 
     def _failed(self, exc: sqlite3.Error) -> StorageUnavailable:
         if getattr(exc, "sqlite_errorcode", 0) & 0xFF in _REOPEN_AFTER:
+            # The storage itself failed (a lock timeout is not that): `gateway status` shows it.
             self._reopen_needed = True
+            self.write_errors.failed(str(exc))
         return StorageUnavailable(str(exc))
 
     def close(self) -> None:
         self.conn.close()
+        self.write_errors.close()
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
@@ -117,6 +125,7 @@ class Store:
         try:
             yield self.conn
             self.conn.execute("COMMIT")
+            self.write_errors.succeeded()
         except sqlite3.Error as exc:
             self._rollback()
             raise self._failed(exc) from exc
