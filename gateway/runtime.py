@@ -9,7 +9,7 @@ from functools import cached_property
 from pathlib import Path
 
 from gateway.core.config import Config
-from gateway.core.workdays import WorkingCalendar, parse_opening_hours
+from gateway.core.workdays import WorkingCalendar
 from gateway.directory.registry import Registry, RegistryError, RegistryFile
 from gateway.mail.auth import TxtLookup, dns_txt
 from gateway.mail.dkim_keys import keys_file_lookup
@@ -57,8 +57,7 @@ class Runtime:
     def calendar(self) -> WorkingCalendar:
         """Working days and the configured opening hours (service.opening_hours)."""
         service = self.config.service
-        opens, closes = parse_opening_hours(service.opening_hours)
-        return WorkingCalendar(timezone=service.timezone, opens=opens, closes=closes)
+        return WorkingCalendar.with_opening_hours(service.timezone, service.opening_hours)
 
     def is_open(self, moment: datetime) -> bool:
         """Within opening hours at `moment`: the one answer rules, receipts and targets share."""

@@ -220,7 +220,7 @@ def test_service_keys_are_validated_by_name(tmp_path: Path, key: str, value: str
 
 
 def test_opening_hours_are_the_one_open_question(tmp_path: Path) -> None:
-    """runtime.is_open and the calendar's within_opening_hours follow service.opening_hours, holidays included."""
+    """runtime.is_open, within_opening_hours and target time all follow service.opening_hours, holidays included."""
     runtime = Runtime(load_config(write_config(tmp_path, opening_hours='"07:30 – 17:00"')))
     try:
         calendar = runtime.calendar
@@ -229,5 +229,8 @@ def test_opening_hours_are_the_one_open_question(tmp_path: Path) -> None:
         assert calendar.within_opening_hours(datetime(2026, 11, 24, 16, 59, tzinfo=OSLO))
         assert not calendar.within_opening_hours(datetime(2026, 12, 25, 10, 0, tzinfo=OSLO))  # Christmas Day
         assert calendar.hours_text == "07:30–17:00"
+        # Response targets count the same hours: one working day is 9.5 hours of opening time.
+        monday, tuesday = datetime(2026, 11, 23, tzinfo=OSLO), datetime(2026, 11, 24, tzinfo=OSLO)
+        assert calendar.business_seconds_between(monday, tuesday) == 9.5 * 3600
     finally:
         runtime.close()

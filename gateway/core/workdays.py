@@ -106,6 +106,12 @@ class WorkingCalendar:
         # threads filling the same year is harmless: both write equal values.
         self._holidays: dict[int, dict[date, str]] = {}
 
+    @classmethod
+    def with_opening_hours(cls, timezone: str, opening_hours: str) -> WorkingCalendar:
+        """A calendar open during ``opening_hours`` ("08:00-15:30", as service.opening_hours holds it)."""
+        opens, closes = parse_opening_hours(opening_hours)
+        return cls(timezone=timezone, opens=opens, closes=closes)
+
     # ------------------------------------------------------------------ days
 
     def _holidays_for(self, year: int) -> dict[date, str]:
