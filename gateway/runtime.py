@@ -9,6 +9,7 @@ from functools import cached_property
 from pathlib import Path
 
 from gateway.core.config import Config
+from gateway.core.workdays import WorkingCalendar
 from gateway.directory.registry import Registry, RegistryError, RegistryFile
 from gateway.mail.auth import TxtLookup, dns_txt
 from gateway.mail.dkim_keys import keys_file_lookup
@@ -53,13 +54,14 @@ class Runtime:
         return self._rules
 
     @cached_property
-    def calendar(self):  # type: ignore[no-untyped-def]
-        from gateway.core.workdays import WorkingCalendar
-
-        return WorkingCalendar(timezone=self.config.service.timezone)
+    def calendar(self) -> WorkingCalendar:
+        """Working days and the configured opening hours (service.opening_hours)."""
+        service = self.config.service
+        return WorkingCalendar.with_opening_hours(service.timezone, service.opening_hours)
 
     def is_open(self, moment: datetime) -> bool:
-        return bool(self.calendar.is_open(moment))
+        """Within opening hours at `moment`: the one answer rules, receipts and targets share."""
+        return self.calendar.is_open(moment)
 
     def close(self) -> None:
         self.store.close()

@@ -7,8 +7,8 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from gateway.cases import agents, case_fields, loop_alerts
-from gateway.cases.escalation import Field
+from gateway.cases import agents, case_fields, loop_alerts, staff_alerts
+from gateway.cases.escalation import Evidence, Field, question
 from gateway.cases.messages import store_message
 from gateway.cases.threads import clean_subject
 from gateway.core import clock
@@ -98,9 +98,13 @@ def open_case(
     analysis = _analysed(conn, ctx, case_id, row, wanted)
     if wanted and analysis is not None:
         asked = lacking = case_fields.first_questions(conn, case_id, analysis)
-    language = language_for(runtime, ctx)
-    context = template_context(runtime, ctx, case) | {
-        "missing": [getattr(f, "en" if language == "en" else "nb") for f in asked]
+    base = template_context(runtime, ctx, case)
+    # Staff first, so the receipt can tell a night-time reporter that the on-call has been called.
+    alerted = {target for target in d.notify if staff_alerts.alert(runtime, conn, ctx, case, target, base)}
+    context = base | {
+        "missing": [question(f, sender, language_for(runtime, ctx)) for f in asked],
+        "missing_keys": [f.key for f in asked],
+        "on_call_alerted": "on-call" in alerted,
     }
     sent = [m for event in d.replies for m in reply(runtime, conn, ctx, case_id, event, context)]
     if asked and sent:
@@ -114,8 +118,6 @@ def open_case(
             ", ".join(f.key for f in asked),
             "escalation information missing from the report",
         )
-    for target in d.notify:
-        _notify(runtime, conn, ctx, case, target)
     if sender.kind != "agent":
         agents.notify(runtime, conn, case_id, "new-case", ctx, lacking)
     return Result("opened", rules_why, case_id, ctx.message.message_id, sent)
@@ -265,8 +267,7 @@ def close_resolved(runtime: Runtime) -> list[int]:
 
 
 def template_context(runtime: Runtime, ctx: Context, case: dict[str, Any] | None) -> dict[str, Any]:
-    service = runtime.config.service
-    org = ctx.sender.organization
+    service, org, now = runtime.config.service, ctx.sender.organization, clock.now()
     return {
         "service": service,
         "case": case,
@@ -276,7 +277,12 @@ def template_context(runtime: Runtime, ctx: Context, case: dict[str, Any] | None
         "local_support": org.contacts_with("local-support") if org else [],
         "technical": org.contacts_with("technical") if org else [],
         "subject": ctx.message.subject,
-        "now": clock.now(),
+        "now": now,
+        # Hours and the open/closed state come from config and the one calendar, never a template.
+        "opening_hours": runtime.calendar.hours_text,
+        "open_now": runtime.is_open(now),
+        "on_call_alerted": False,
+        "missing_keys": [],
     }
 
 
@@ -334,30 +340,6 @@ def reply(
         conn.execute("INSERT INTO auto_replies (recipient, at) VALUES (?, ?)", (to, clock.iso()))
     record(conn, case_id, "gateway", "reply-queued", event, f"to {to} as {message_id}")
     return [message_id]
-
-
-def _notify(
-    runtime: Runtime, conn: sqlite3.Connection, ctx: Context, case: dict[str, Any], target: str
-) -> None:
-    """Alert staff (e.g. the on-call address) about a case; a name maps to a configured address."""
-    service = runtime.config.service
-    address = {"on-call": service.on_call_address, "second-line": service.second_line_address}.get(
-        target, target
-    )
-    if not address:
-        record(conn, case["id"], "gateway", "notify-skipped", target, "no address configured")
-        return
-    context = template_context(runtime, ctx, case) | {"body": ctx.message.body}
-    rendered = runtime.templates.render(service.language, "staff", "alert", context)
-    mail = Outgoing(
-        kind="alert",
-        to=[address],
-        subject=rendered.subject,
-        body=rendered.body,
-        auto_submitted="auto-generated",
-    )
-    message_id = enqueue(conn, runtime.config, mail, case["id"])
-    record(conn, case["id"], "gateway", "notified", address, f"alert {message_id}")
 
 
 def _mark_bounced(conn: sqlite3.Connection, ctx: Context, row: int) -> None:

@@ -109,14 +109,21 @@ def _organisation(evidence: Evidence) -> str | None:
     return org.name if org else None
 
 
+def registered_phone(sender: Sender) -> str | None:
+    """The phone the registry holds for this contact's address, if any."""
+    org = sender.organization
+    found = [c.phone for c in (org.contacts if org else ()) if c.email == sender.address and c.phone]
+    return found[0] if found else None
+
+
+def reporter_phone(evidence: Evidence) -> str | None:
+    """Where to call the reporter: the registry's number first, else the first one in the mail."""
+    return registered_phone(evidence.sender) or evidence.phone
+
+
 def _contact(evidence: Evidence) -> str | None:
-    org = evidence.sender.organization
-    registered = [
-        c.phone for c in (org.contacts if org else ()) if c.email == evidence.sender.address and c.phone
-    ]
-    if registered:
-        return f"{evidence.sender.address}, {registered[0]}"
-    return f"{evidence.sender.address}, {evidence.phone}" if evidence.phone else None
+    phone = reporter_phone(evidence)
+    return f"{evidence.sender.address}, {phone}" if phone else None
 
 
 def _description(evidence: Evidence) -> str | None:
@@ -266,3 +273,15 @@ def _required_in(folded: str) -> list[Field]:
 
 def missing(case_text: str, present: set[str]) -> list[Field]:
     return [f for f in required(case_text) if f.key not in present]
+
+
+# A registered contact's name, address and organisation are in the registry: of the contact
+# field only a phone can be missing, and asking for the rest would tell them we do not know them.
+_PHONE_ONLY = {"nb": "et telefonnummer vi kan nå deg på", "en": "a phone number we can reach you on"}
+
+
+def question(field: Field, sender: Sender, language: str) -> str:
+    """How a receipt asks for one missing field, leaving out what the registry already knows."""
+    if field.key == "contact" and sender.kind == "contact" and sender.organization is not None:
+        return _PHONE_ONLY["en" if language == "en" else "nb"]
+    return field.en if language == "en" else field.nb

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -198,7 +198,7 @@ def send_reminders(runtime: Runtime) -> list[int]:
     return reminded
 
 
-def _not_yet_reminded(conn: sqlite3.Connection, change: Change, tz: ZoneInfo, remind_day: date) -> bool:
+def _not_yet_reminded(conn: sqlite3.Connection, change: Change, tz: tzinfo, remind_day: date) -> bool:
     reminded = conn.execute(
         "SELECT 1 FROM change_notices WHERE change_id = ? AND kind = 'reminder' AND sequence = ?",
         (change.id, change.sequence),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -61,6 +62,10 @@ from gateway.core.config_sections import (
     Targets as Targets,
 )
 from gateway.core.shipped import shipped_dir
+from gateway.core.workdays import parse_opening_hours
+
+# A link customers can click: a web address with a host and no blanks.
+_WEB_LINK = re.compile(r"^https?://[^\s/]+\.[^\s]+$")
 
 DEFAULT_PATH = "gateway.toml"
 LANGUAGES = ("nb", "en")
@@ -148,6 +153,16 @@ def _check_service(service: ServiceConfig) -> None:
             raise ConfigError(f"service.{key}: must be at least 1")
     if service.analysis_seconds <= 0:
         raise ConfigError("service.analysis_seconds: must be more than 0")
+    try:
+        parse_opening_hours(service.opening_hours)
+    except ValueError as exc:
+        raise ConfigError(f"service.opening_hours: {exc}") from None
+    for key in ("escalation_guide_url", "troubleshooting_guide_url"):
+        url = getattr(service, key)
+        if url and (not _WEB_LINK.match(url)):
+            raise ConfigError(f"service.{key}: expected an http:// or https:// address, got {url!r}")
+    if not re.fullmatch(r"[0-9*#]?", service.critical_phone_key):
+        raise ConfigError("service.critical_phone_key: one phone key (0-9, * or #), or empty")
 
 
 def _check_ports(smtp: SmtpConfig, relay: RelayConfig | None) -> None:

@@ -18,6 +18,15 @@ class ServiceConfig:
     language: str = "nb"
     timezone: str = "Europe/Oslo"
     phone: str = ""
+    # Local time on working days (Monday-Friday minus Norwegian holidays); rules, receipts and targets.
+    opening_hours: str = "08:00-15:30"
+    # The 24/7 number for critical matters, named in every receipt (empty: service.phone), and the
+    # key a caller presses outside opening hours to reach the on-call (empty: none to press).
+    critical_phone: str = ""
+    critical_phone_key: str = ""
+    # Guides linked where a receipt asks for missing information; empty leaves the link out.
+    escalation_guide_url: str = ""
+    troubleshooting_guide_url: str = ""
     # Receipts per sender per hour before we stop answering (loop brake).
     receipt_limit_per_hour: int = 5
     # Confirmation codes per address per hour: their own budget, so receipts cannot use it up.
@@ -38,6 +47,11 @@ class ServiceConfig:
     @property
     def domain(self) -> str:
         return self.address.rpartition("@")[2]
+
+    @property
+    def critical_line(self) -> str:
+        """The number customers call for critical matters, around the clock."""
+        return self.critical_phone or self.phone
 
 
 @dataclass(frozen=True)

@@ -21,21 +21,56 @@
 # weekend or holiday is treated as sent on the next working day, which then
 # becomes the first counted day (see WorkingCalendar.earliest_change_start).
 #
-# Opening hours (default 08:00-15:30 Europe/Oslo) apply on working days only and
-# are half-open: the centre is open at 08:00:00 and closed at 15:30:00.
+# Opening hours (service.opening_hours, default "08:00-15:30" Europe/Oslo) apply on
+# working days only and are half-open: the centre is open at 08:00:00 and closed at
+# 15:30:00. WorkingCalendar.is_open is the one answer to "are we open at T?": rules,
+# receipts, targets and monitoring all ask it.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
 import holidays
 
-__all__ = ["DEFAULT_NOTICE_DAYS", "WorkingCalendar"]
+__all__ = [
+    "DEFAULT_NOTICE_DAYS",
+    "DEFAULT_OPENING_HOURS",
+    "WorkingCalendar",
+    "format_opening_hours",
+    "parse_opening_hours",
+]
 
 DEFAULT_NOTICE_DAYS = 8
+DEFAULT_OPENING_HOURS = "08:00-15:30"
 
 _ONE_DAY = timedelta(days=1)
+# "08:00-15:30"; an en dash or blanks around the dash are what people type, so they pass too.
+_HOURS = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*[-\u2013]\s*(\d{1,2}):(\d{2})\s*$")
+
+
+def parse_opening_hours(text: str) -> tuple[time, time]:
+    """Read "HH:MM-HH:MM" (local time, working days) into opening and closing times.
+
+    Raises ValueError with a message fit to follow the config key's name.
+    """
+    found = _HOURS.match(text)
+    if found is None:
+        raise ValueError(f'expected "HH:MM-HH:MM" on working days, e.g. "08:00-15:30", got {text!r}')
+    h1, m1, h2, m2 = (int(part) for part in found.groups())
+    try:
+        opens, closes = time(h1, m1), time(h2, m2)
+    except ValueError:
+        raise ValueError(f"not a time of day: {text!r}") from None
+    if not opens < closes:
+        raise ValueError(f"opening must come before closing on the same day: {text!r}")
+    return opens, closes
+
+
+def format_opening_hours(opens: time, closes: time) -> str:
+    """The hours as mail shows them: 08:00–15:30."""
+    return f"{opens:%H:%M}\u2013{closes:%H:%M}"
 
 
 class WorkingCalendar:
@@ -70,6 +105,12 @@ class WorkingCalendar:
         # expanding itself to other years behind our back. A race between two
         # threads filling the same year is harmless: both write equal values.
         self._holidays: dict[int, dict[date, str]] = {}
+
+    @classmethod
+    def with_opening_hours(cls, timezone: str, opening_hours: str) -> WorkingCalendar:
+        """A calendar open during ``opening_hours`` ("08:00-15:30", as service.opening_hours holds it)."""
+        opens, closes = parse_opening_hours(opening_hours)
+        return cls(timezone=timezone, opens=opens, closes=closes)
 
     # ------------------------------------------------------------------ days
 
@@ -221,6 +262,14 @@ class WorkingCalendar:
         if not self.is_working_day(local.date()):
             return False
         return self.opens <= local.time() < self.closes
+
+    # The name monitoring and the issue use for the same question.
+    within_opening_hours = is_open
+
+    @property
+    def hours_text(self) -> str:
+        """The opening hours as mail shows them (08:00–15:30)."""
+        return format_opening_hours(self.opens, self.closes)
 
     def next_opening(self, at: datetime) -> datetime:
         """Return ``at`` if the centre is open then, else the next opening instant.
