@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.cases import case_fields
 from gateway.cases.commands import Command, parse
+from gateway.cases.escalation import BY_KEY
 from gateway.cases.messages import store_message
 from gateway.core import clock
 from gateway.flow.context import Context, Result, ThreadMatch
@@ -112,7 +113,7 @@ def notify(
     context = {
         "service": service, "case": case, "tag": f"{service.case_prefix}#{case_id}", "event": event,
         "sender": ctx.sender, "organization": ctx.sender.organization, "text": ctx.message.body,
-        "subject": ctx.message.subject, "missing": [f.nb for f in missing], "flags": ctx.decision.flags,
+        "subject": ctx.message.subject, "missing": missing, "flags": ctx.decision.flags,
     }  # fmt: skip
     rendered = runtime.templates.render(service.language, "staff", "notify", context)
     mail = Outgoing(
@@ -227,9 +228,11 @@ def escalate(
     context = {
         "service": service,
         "case": case,
+        # 2nd line reads the organisation's name; the case row only keeps the registry's id.
+        "organization": runtime.registry().organizations.get(case["organization"] or ""),
         "tag": f"{service.case_prefix}#{case_id}",
-        "present": present,
-        "missing": [f.nb for f in missing],
+        "present": [(BY_KEY[key], evidence) for key, evidence in present if key in BY_KEY],
+        "missing": missing,
         "history": history,
     }
     rendered = runtime.templates.render(service.language, "staff", "escalation", context)

@@ -26,6 +26,13 @@ _WIRED = re.compile(
     r"wall socket|wired|ethernet|patch\w*)\b",
 )
 _EDUROAM = re.compile(r"\beduroam\b")
+# After "brukernavnet (mitt) er": the name itself, looked for in a short slice after the word so
+# the search stays bounded whatever follows.
+_USER_VALUE = re.compile(
+    r"(?:[\s:=]|\b(?:mitt|min|hans|hennes|er|is|var|was|til|brukeren|the|user|på|i|for|eduroam)\b){0,12}"
+    r"([\w@][\w.@\-]{0,62}\w)"
+)
+_USER_VALUE_SPAN = 80
 _GUEST = re.compile(r"\b(gjest\w*|guest)\b")
 # An address's local part starts where a run of its characters starts, not at every "." or "-"
 # inside one: from each of those the engine used to scan the rest of the run again.
@@ -65,8 +72,9 @@ class Evidence:
     attachments: list[str]
     sender: Sender
 
-    def netinfo(self) -> bool:
-        return any(name.lower().startswith("netinfo") for name in self.attachments)
+    def netinfo(self) -> str:
+        """The attached netinfo file's name ("" when there is none), quoted as the evidence."""
+        return next((name for name in self.attachments if name.lower().startswith("netinfo")), "")
 
     @cached_property
     def folded(self) -> str:
@@ -115,9 +123,23 @@ def _contact(evidence: Evidence) -> str | None:
     return f"{evidence.sender.address}, {evidence.phone}" if evidence.phone else None
 
 
+def _username(evidence: Evidence) -> str | None:
+    """The user name as the customer wrote it: an address, or the word after "brukernavn"."""
+    found = _USERNAME.search(evidence.folded)
+    if found is None:
+        return None
+    if found.group(1) is None:
+        return folding.quote(evidence.text, evidence.folded, found)[:60]
+    start = found.end()
+    value = _USER_VALUE.match(evidence.folded[start : start + _USER_VALUE_SPAN])
+    # The word alone is not the name: 2nd line needs the value, so it is still asked for.
+    return evidence.quote(start + value.start(1), start + value.end(1)) if value else None
+
+
 def _description(evidence: Evidence) -> str | None:
-    words = len(evidence.text.split())
-    return f"{words} words" if words >= 15 else None
+    words = evidence.text.split()
+    # The customer's own opening words, so 2nd line sees what was described, not a count.
+    return " ".join(words[:12])[:60] if len(words) >= 15 else None
 
 
 def _location(evidence: Evidence) -> str | None:
@@ -180,7 +202,7 @@ FIELDS: tuple[Field, ...] = (
         "username",
         "brukernavnet (gjelder eduroam)",
         "the user name (for eduroam)",
-        _match(_USERNAME),
+        _username,
         needed_when=_EDUROAM,
     ),
     Field(
@@ -216,7 +238,7 @@ def found_in(evidence: Evidence) -> dict[str, str]:
     for field in FIELDS:
         quote = field.detect(evidence)
         if quote is None and field.key in _NETINFO_FIELDS and evidence.netinfo():
-            quote = "netinfo.log attached"
+            quote = evidence.netinfo()
         if quote is not None:
             present[field.key] = quote
     return present

@@ -300,11 +300,13 @@ class Figures:
             if wall <= min(limit for _, limit in limits):
                 continue
             seconds = wall if target.around_the_clock else hours.between(created, now)
+            # A case is listed once: by the first promise it broke (first response before resolution).
             for name, limit in limits:
                 if seconds > limit:
                     found.append(
                         Breach(self._line(row), name, seconds / 3600, limit / 3600, target.around_the_clock)
                     )
+                    break
         return found
 
     def _awaiting_information(self) -> list[CaseLine]:
