@@ -8,6 +8,7 @@ from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from gateway.cases.commands import Applied
 from gateway.cases.escalation import BY_KEY
 from gateway.changes.record import Change
 from gateway.directory.registry import Contact, Organization
@@ -86,6 +87,11 @@ class World:
             "previous": self.moved,
             "asks_input": True,
         }
+
+
+def _flag(world: World) -> str:
+    """A note for the agent exactly as the shipped rules write it."""
+    return next(r.then["flag"] for r in world.runtime.rules() if "flag" in r.then)
 
 
 def _missing(world: World) -> list[str]:
@@ -178,14 +184,21 @@ SAMPLES: dict[str, Builder] = {
     "customer/incident-update": lambda w: SAMPLES["customer/incident-notice"](w) | {"message": TEXT[w.language]},
     "customer/incident-resolved": lambda w: SAMPLES["customer/incident-notice"](w),
     "customer/digest": _customer_digest,
-    "staff/alert": lambda w: w.base() | {"body": TEXT[w.language]},
+    # The on-call alert is for critical cases.
+    "staff/alert": lambda w: w.base() | {"case": dict(w.case, priority="critical"), "body": TEXT[w.language]},
     "staff/notify": lambda w: w.base() | {
-        "event": "new-case", "text": TEXT[w.language], "missing": [BY_KEY["mac"]], "flags": [],
+        "event": "new-case", "text": TEXT[w.language], "missing": [BY_KEY["mac"]], "flags": [_flag(w)],
     },
     "staff/escalation": _escalation,
     "staff/command-result": lambda w: {
         "kept_whole": False, "commands": True, "service": w.service, "case": w.case, "tag": w.tag,
-        "changes": [], "errors": [],
+        "changes": [
+            Applied("status", "new", "pending"), Applied("priority", "normal", "critical"),
+            Applied("category", "incident", "change"), Applied("owner", "", "erik@service.example"),
+            Applied("escalated", new="andrelinje@service.example"),
+            Applied("missing", fields=(BY_KEY["mac"], BY_KEY["device"])), Applied("escalation-failed"),
+        ],
+        "errors": [],
     },
     "staff/loop-alert": lambda w: {
         "service": w.service, "sender": w.sender, "organization": w.organization, "count": 20,

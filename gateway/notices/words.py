@@ -21,6 +21,7 @@ TERMS: dict[str, dict[str, dict[str, str]]] = {
         "customer_status": {"new": "ny", "open": "åpen", "pending": "venter på dere"},
         "severity": {"outage": "nede", "degraded": "redusert", "none": "ingen"},
         "target": {"first-response": "første respons", "resolution": "løsningstid"},
+        "field": {"status": "status", "priority": "prioritet", "category": "kategori", "owner": "ansvarlig"},
         "change_kind": {"planned": "planlagt endring", "urgent": "hasteendring"},
         "notice_state": {"sent": "sendt", "queued": "i kø", "failed": "feilet", "none": "ikke sendt"},
         "notice": {
@@ -42,6 +43,7 @@ TERMS: dict[str, dict[str, dict[str, str]]] = {
         "customer_status": {"new": "new", "open": "open", "pending": "waiting for you"},
         "severity": {"outage": "down", "degraded": "degraded", "none": "none"},
         "target": {"first-response": "first response", "resolution": "resolution"},
+        "field": {"status": "status", "priority": "priority", "category": "category", "owner": "owner"},
         "change_kind": {"planned": "planned change", "urgent": "urgent change"},
         "notice_state": {"sent": "sent", "queued": "queued", "failed": "failed", "none": "not sent"},
         "notice": {
