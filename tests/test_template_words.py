@@ -18,6 +18,7 @@ from gateway.directory.registry import ROLES
 from gateway.pipeline.process import process
 from gateway.runtime import Runtime
 from gateway.store.case_rows import existing_case
+from tests.digest_support import add_failed_mail
 from tests.support import REPO, mail, write_config
 from tests.template_samples import ORGANISATION, OSLO, REPORTER, SAMPLES, SUBJECT, TEXT, World
 
@@ -85,9 +86,11 @@ def worlds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, World
     runtime = Runtime(load_config(write_config(tmp_path_factory.mktemp("words"))))
     with freeze_time(NOW):
         made = {language: _world(runtime, language) for language in ("nb", "en")}
-    # Two weeks on, so the digests list the case as over its target and the change as coming.
+    # Two weeks on, so the digests list the case as over its target and the change as coming,
+    # and a receipt the relay refused yesterday is among the mail that did not arrive.
     for world in made.values():
         world.now = NOW + timedelta(days=14)
+    add_failed_mail(runtime.store, NOW + timedelta(days=13), REPORTER["nb"], "550 5.1.1 mailbox unavailable")
     yield made
     runtime.close()
 
