@@ -101,7 +101,11 @@ def _missing(world: World) -> list[str]:
 
 def _escalation(world: World) -> dict[str, Any]:
     text = TEXT[world.language]
-    present = [(BY_KEY["location"], "rom 204"), (BY_KEY["username"], "kari.n"), (BY_KEY["when"], "siden")]
+    present = [
+        (BY_KEY["location"], "rom 204"),
+        (BY_KEY["username"], "kari.n"),
+        (BY_KEY["when"], "siden i morges"),
+    ]
     case = dict(world.case, requester_name="" if world.bare else world.case["requester_name"])
     return {
         "service": world.service,

@@ -102,6 +102,7 @@ def test_escalation_names_the_configured_centre_and_quotes_the_customers_values(
     assert "Virksomhet: Nordby skole" in body and "nordby-skole\r\n" not in body
     assert "Kategori: hendelse · prioritet: normal" in body
     assert "brukernavnet (gjelder eduroam): kari.n" in body and "Brukernavnet\r\n" not in body
+    assert "siden i morges kl. 08:10" in body and "prøvd å starte på nytt" in body
     # Times in the history are local and written the Norwegian way, not ISO.
     assert re.search(r"--- \w+dag \d{1,2}\. \w+ \d{4} kl\. \d\d:\d\d, kari\.nordmann@", body), body
     assert "+00:00" not in body and "UTC" not in body

@@ -108,6 +108,31 @@ def _match(pattern: re.Pattern[str]) -> Detector:
     return detect
 
 
+# A phrase runs from a cue word ("siden", "prøvd") to the end of its clause: a comma, a line end or
+# a full stop before a word (not "kl. 08"), and never past a short slice, so the work stays bounded.
+# (A real line feed in the class, not a backslash escape: the folding check allows class escapes only.)
+_CLAUSE = re.compile("[^\n,;!?]*?(?=[\n,;!?]|\\.\\s+[^\\W\\d_]|\\.?$)")
+_PHRASE_CHARS = 60
+
+
+def _phrase(pattern: re.Pattern[str]) -> Detector:
+    """The cue and the words after it, as the customer wrote them ("siden i morges kl. 08:10")."""
+
+    def detect(evidence: Evidence) -> str | None:
+        found = pattern.search(evidence.folded)
+        if found is None:
+            return None
+        start = found.start()
+        clause = _CLAUSE.match(evidence.folded[start : start + _PHRASE_CHARS])
+        length = clause.end() if clause and clause.end() >= found.end() - start else _PHRASE_CHARS
+        quote = evidence.quote(start, start + length)
+        if len(quote) == _PHRASE_CHARS and " " in quote:
+            quote = quote.rsplit(" ", 1)[0]  # cut at a word, not inside one
+        return quote.rstrip(" .")
+
+    return detect
+
+
 def _organisation(evidence: Evidence) -> str | None:
     org = evidence.sender.organization
     return org.name if org else None
@@ -184,7 +209,7 @@ FIELDS: tuple[Field, ...] = (
         "when",
         "når feilen oppstod (siste gang, hvis den kommer og går)",
         "when the fault happened (the last time, if it comes and goes)",
-        _match(_WHEN),
+        _phrase(_WHEN),
     ),
     Field(
         "description",
@@ -224,7 +249,7 @@ FIELDS: tuple[Field, ...] = (
         "troubleshooting",
         "hva den grunnleggende feilsøkingen viste (legg gjerne ved netinfo.log)",
         "what the basic troubleshooting found (attach netinfo.log if you have it)",
-        _match(_TROUBLESHOOT),
+        _phrase(_TROUBLESHOOT),
     ),
 )
 BY_KEY = {f.key: f for f in FIELDS}
