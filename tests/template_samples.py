@@ -131,7 +131,7 @@ def _agents_digest(world: World) -> dict[str, Any]:
     rt = world.runtime
     figures = Figures(rt.config, rt.store, rt.registry(), rt.calendar)
     period = latest_period("daily", world.now, rt.calendar)
-    found = figures.agents(period, world.now)
+    found = figures.agents(period, world.now, once=True)
     return {
         "service": world.service,
         "period": period,
