@@ -183,10 +183,10 @@ def test_commands_apply_together_and_are_confirmed(rt: Runtime) -> None:
     }
     confirmation = _last(rt, "command-result")
     for change in (
-        "status: new -> pending",
-        "priority: normal -> critical",
-        "owner: - -> erik@service.example",
-        "category: incident -> change",  # issue 18: the default mail reports a fault
+        "status: ny -> venter på kunden",
+        "prioritet: normal -> kritisk",
+        "ansvarlig: - -> erik@service.example",
+        "kategori: hendelse -> endring",  # issue 18: the default mail reports a fault
     ):
         assert change in confirmation
     assert rt.store.query("SELECT id FROM outbox WHERE kind = 'answer'") == []
@@ -233,7 +233,10 @@ def test_escalation_round_trip_through_second_line(rt: Runtime) -> None:
     escalation = _last(rt, "escalation")
     assert "Eskalert til 2. linje" in escalation and "Nettet er ustabilt i dag." in escalation
     confirmation = _last(rt, "command-result")
-    assert "escalated to andrelinje@service.example" in confirmation and "WARNING: missing" in confirmation
+    assert (
+        "eskalert til andrelinje@service.example" in confirmation
+        and "ADVARSEL: dette mangler" in confirmation
+    )
     assert _case(rt)["queue"] == "second-line"
     escalation_id = rt.store.one("SELECT message_id FROM outbox WHERE kind = 'escalation'")["message_id"]
     answer = mail(

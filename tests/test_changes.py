@@ -78,6 +78,9 @@ def _flush(runtime: Runtime) -> None:
 def _calendar(message: EmailMessage) -> Calendar:
     parts = [p for p in message.iter_attachments() if p.get_content_type() == "text/calendar"]
     assert len(parts) == 1
+    # Without its charset a client reads the UTF-8 of "Halvårlig" as ASCII and garbles it.
+    assert parts[0].get_content_charset() == "utf-8"
+    assert parts[0].get_param("method") in ("REQUEST", "CANCEL")
     return Calendar.from_ical(parts[0].get_content())
 
 
@@ -141,10 +144,11 @@ def test_notices_go_to_change_contacts_in_each_organisations_language(
     assert nb.message["Subject"] == (
         "[Endring 1] Planlagt endring onsdag 8. april 2026: Programvareoppgradering av svitsjer"
     )
-    assert "onsdag 8. april 2026 kl. 22:00" in nb.body and "Varslingspunkt Change" in nb.body
+    assert "onsdag 8. april 2026 kl. 22:00–23:59" in nb.body and "Varslingspunkt Change" in nb.body
+    assert nb.body.count("8. april 2026") == 1  # a window on one day names its date once
     en = relay.to(VIC_CHANGE)[0]
     assert en.message["Subject"].startswith("[Change 1] Planned change on Wednesday 8 April 2026")
-    assert "Wednesday 8 April 2026 at 22:00" in en.body and "Change notification point" in en.body
+    assert "Wednesday 8 April 2026, 22:00–23:59" in en.body and "Change notification point" in en.body
 
 
 def test_calendar_event_keeps_its_uid_across_reschedule_and_cancel(
@@ -167,6 +171,12 @@ def test_calendar_event_keeps_its_uid_across_reschedule_and_cancel(
     assert len({str(e["UID"]) for e in events}) == 1
     assert [int(e["SEQUENCE"]) for e in events] == [0, 1, 2]
     assert str(events[2]["STATUS"]) == "CANCELLED"
+    assert str(events[0]["DESCRIPTION"]).startswith("Halvårlig oppgradering")  # UTF-8 read as such
+    assert [m.get_payload()[1].get_param("method") for m in (notice, update, cancel)] == [
+        "REQUEST",
+        "REQUEST",
+        "CANCEL",
+    ]
     assert update["In-Reply-To"] == notice["Message-ID"] == cancel["In-Reply-To"]
     assert (
         "Nytt tidspunkt" in update["Subject"]

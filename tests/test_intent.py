@@ -166,7 +166,7 @@ def test_vlan_fault_from_unauthenticated_technical_opens_incident(config_path: P
         assert runtime.store.query("SELECT token FROM confirmations") == []
         intent = next(e["detail"] for e in events if e["action"] == "intent")
         assert intent.startswith("report") and "also asks for a change" in intent
-        assert any(e["action"] == "flag" and "also asks for a change" in e["detail"] for e in events)
+        assert any(e["action"] == "flag" and "ber også om en endring" in e["detail"] for e in events)
     finally:
         runtime.close()
 
@@ -237,7 +237,7 @@ def test_unclear_order_from_non_technical_opens_a_case_with_a_flag(runtime: Runt
     )
     assert result.outcome == "opened"
     flags = runtime.store.query("SELECT detail FROM events WHERE action = 'flag'")
-    assert flags and "not Teknisk ansvarlig" in flags[0]["detail"]
+    assert flags and "ikke er Teknisk ansvarlig" in flags[0]["detail"]
 
 
 def test_explain_shows_confirmation_intent_signals_and_scores(

@@ -11,7 +11,8 @@ import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from gateway.cases import case_fields
-from gateway.cases.commands import Command, parse
+from gateway.cases.commands import Applied, Command, parse
+from gateway.cases.escalation import BY_KEY
 from gateway.cases.messages import store_message
 from gateway.core import clock
 from gateway.flow.context import Context, Result, ThreadMatch
@@ -112,7 +113,7 @@ def notify(
     context = {
         "service": service, "case": case, "tag": f"{service.case_prefix}#{case_id}", "event": event,
         "sender": ctx.sender, "organization": ctx.sender.organization, "text": ctx.message.body,
-        "subject": ctx.message.subject, "missing": [f.nb for f in missing], "flags": ctx.decision.flags,
+        "subject": ctx.message.subject, "missing": missing, "flags": ctx.decision.flags,
     }  # fmt: skip
     rendered = runtime.templates.render(service.language, "staff", "notify", context)
     mail = Outgoing(
@@ -182,10 +183,10 @@ def apply_commands(
     case_id: int,
     commands: list[Command],
     row: int | None,
-) -> list[str]:
-    """Checked commands onto a case, each change in its history under `actor`; what changed, as lines."""
+) -> list[Applied]:
+    """Checked commands onto a case, each change in its history under `actor`; what changed."""
     case = existing_case(conn, case_id)
-    changes: list[str] = []
+    changes: list[Applied] = []
     updates: dict[str, Any] = {}
     for command in commands:
         field = {"status": "status", "priority": "priority", "category": "category", "assign": "owner"}.get(
@@ -193,7 +194,7 @@ def apply_commands(
         )
         if field is not None and case.get(field) != command.value:
             updates[field] = command.value
-            changes.append(f"{field}: {case.get(field) or '-'} -> {command.value}")
+            changes.append(Applied(field, case.get(field) or "", command.value))
             record(conn, case_id, actor, f"set-{field}", command.value, command.line, row)
         if command.name == "escalate":
             changes.extend(escalate(runtime, conn, case_id, actor, row))
@@ -211,7 +212,7 @@ def apply_commands(
 
 def escalate(
     runtime: Runtime, conn: sqlite3.Connection, case_id: int, actor: str, row: int | None
-) -> list[str]:
+) -> list[Applied]:
     """Send the case with its history and gathered information to 2nd line; warn about gaps."""
 
     service = runtime.config.service
@@ -227,15 +228,17 @@ def escalate(
     context = {
         "service": service,
         "case": case,
+        # 2nd line reads the organisation's name; the case row only keeps the registry's id.
+        "organization": runtime.registry().organizations.get(case["organization"] or ""),
         "tag": f"{service.case_prefix}#{case_id}",
-        "present": present,
-        "missing": [f.nb for f in missing],
+        "present": [(BY_KEY[key], evidence) for key, evidence in present if key in BY_KEY],
+        "missing": missing,
         "history": history,
     }
     rendered = runtime.templates.render(service.language, "staff", "escalation", context)
     if not service.second_line_address:
         record(conn, case_id, actor, "escalation-failed", "", "service.second_line_address is not set", row)
-        return ["escalation NOT sent: service.second_line_address is not configured"]
+        return [Applied("escalation-failed")]
     mail = Outgoing(
         kind="escalation",
         to=[service.second_line_address],
@@ -246,9 +249,9 @@ def escalate(
     )
     message_id = enqueue(conn, runtime.config, mail, case_id)
     record(conn, case_id, actor, "escalated", service.second_line_address, message_id, row)
-    notes = [f"escalated to {service.second_line_address}"]
+    notes = [Applied("escalated", new=service.second_line_address)]
     if missing:
-        notes.append("WARNING: missing escalation information: " + ", ".join(f.nb for f in missing))
+        notes.append(Applied("missing", fields=tuple(missing)))
     return notes
 
 
@@ -315,7 +318,7 @@ def _confirm(
     conn: sqlite3.Connection,
     ctx: Context,
     case_id: int,
-    changes: list[str],
+    changes: list[Applied],
     errors: list[str],
     kept_whole: bool = False,
     commands: bool = True,

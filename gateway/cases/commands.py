@@ -6,6 +6,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from gateway.cases.escalation import Field
 from gateway.directory.registry import Registry
 
 # Norwegian and English words for the same command, mapped to one name.
@@ -42,6 +43,29 @@ def normalise(line: str) -> str:
 
 
 NO_VALUE = ("escalate", "internal", "reply")
+
+
+@dataclass(frozen=True)
+class Applied:
+    """One thing a command did: a line for the shell (English, as `str`), parts for mail in any language.
+
+    `field` is a case column (status, priority, category, owner) or one of escalated,
+    escalation-failed and missing (escalation information still missing: `fields`).
+    """
+
+    field: str
+    old: str = ""
+    new: str = ""
+    fields: tuple[Field, ...] = ()
+
+    def __str__(self) -> str:
+        if self.field == "escalated":
+            return f"escalated to {self.new}"
+        if self.field == "escalation-failed":
+            return "escalation NOT sent: service.second_line_address is not configured"
+        if self.field == "missing":
+            return "WARNING: missing escalation information: " + ", ".join(f.nb for f in self.fields)
+        return f"{self.field}: {self.old or '-'} -> {self.new}"
 
 
 @dataclass(frozen=True)

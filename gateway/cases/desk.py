@@ -51,7 +51,7 @@ def change(runtime: Runtime, agent: Agent, case_id: int, wanted: list[tuple[str,
         if conn.execute("SELECT 1 FROM cases WHERE id = ?", (case_id,)).fetchone() is None:
             raise NoSuchCase(f"no case {case_id}")
         changes = apply_commands(runtime, conn, agent.email, case_id, commands, None)
-    return changes or ["nothing changed"]
+    return [str(c) for c in changes] or ["nothing changed"]
 
 
 def note(runtime: Runtime, agent: Agent, case_id: int, text: str) -> None:

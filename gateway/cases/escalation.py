@@ -30,6 +30,13 @@ _WIRED = re.compile(
     r"wall socket|wired|ethernet|patch\w*)\b",
 )
 _EDUROAM = re.compile(r"\beduroam\b")
+# After "brukernavnet (mitt) er": the name itself, looked for in a short slice after the word so
+# the search stays bounded whatever follows.
+_USER_VALUE = re.compile(
+    r"(?:[\s:=]|\b(?:mitt|min|hans|hennes|er|is|var|was|til|brukeren|the|user|på|i|for|eduroam)\b){0,12}"
+    r"([\w@][\w.@\-]{0,62}\w)"
+)
+_USER_VALUE_SPAN = 80
 _GUEST = re.compile(r"\b(gjest\w*|guest)\b")
 # An address's local part starts where a run of its characters starts, not at every "." or "-"
 # inside one: from each of those the engine used to scan the rest of the run again.
@@ -69,8 +76,9 @@ class Evidence:
     attachments: list[str]
     sender: Sender
 
-    def netinfo(self) -> bool:
-        return any(name.lower().startswith("netinfo") for name in self.attachments)
+    def netinfo(self) -> str:
+        """The attached netinfo file's name ("" when there is none), quoted as the evidence."""
+        return next((name for name in self.attachments if name.lower().startswith("netinfo")), "")
 
     @cached_property
     def folded(self) -> str:
@@ -104,6 +112,31 @@ def _match(pattern: re.Pattern[str]) -> Detector:
     return detect
 
 
+# A phrase runs from a cue word ("siden", "prøvd") to the end of its clause: a comma, a line end or
+# a full stop before a word (not "kl. 08"), and never past a short slice, so the work stays bounded.
+# (A real line feed in the class, not a backslash escape: the folding check allows class escapes only.)
+_CLAUSE = re.compile("[^\n,;!?]*?(?=[\n,;!?]|\\.\\s+[^\\W\\d_]|\\.?$)")
+_PHRASE_CHARS = 60
+
+
+def _phrase(pattern: re.Pattern[str]) -> Detector:
+    """The cue and the words after it, as the customer wrote them ("siden i morges kl. 08:10")."""
+
+    def detect(evidence: Evidence) -> str | None:
+        found = pattern.search(evidence.folded)
+        if found is None:
+            return None
+        start = found.start()
+        clause = _CLAUSE.match(evidence.folded[start : start + _PHRASE_CHARS])
+        length = clause.end() if clause and clause.end() >= found.end() - start else _PHRASE_CHARS
+        quote = evidence.quote(start, start + length)
+        if len(quote) == _PHRASE_CHARS and " " in quote:
+            quote = quote.rsplit(" ", 1)[0]  # cut at a word, not inside one
+        return quote.rstrip(" .")
+
+    return detect
+
+
 def _organisation(evidence: Evidence) -> str | None:
     org = evidence.sender.organization
     return org.name if org else None
@@ -126,9 +159,23 @@ def _contact(evidence: Evidence) -> str | None:
     return f"{evidence.sender.address}, {phone}" if phone else None
 
 
+def _username(evidence: Evidence) -> str | None:
+    """The user name as the customer wrote it: an address, or the word after "brukernavn"."""
+    found = _USERNAME.search(evidence.folded)
+    if found is None:
+        return None
+    if found.group(1) is None:
+        return folding.quote(evidence.text, evidence.folded, found)[:60]
+    start = found.end()
+    value = _USER_VALUE.match(evidence.folded[start : start + _USER_VALUE_SPAN])
+    # The word alone is not the name: 2nd line needs the value, so it is still asked for.
+    return evidence.quote(start + value.start(1), start + value.end(1)) if value else None
+
+
 def _description(evidence: Evidence) -> str | None:
-    words = len(evidence.text.split())
-    return f"{words} words" if words >= 15 else None
+    words = evidence.text.split()
+    # The customer's own opening words, so 2nd line sees what was described, not a count.
+    return " ".join(words[:12])[:60] if len(words) >= 15 else None
 
 
 def _location(evidence: Evidence) -> str | None:
@@ -173,7 +220,7 @@ FIELDS: tuple[Field, ...] = (
         "when",
         "når feilen oppstod (siste gang, hvis den kommer og går)",
         "when the fault happened (the last time, if it comes and goes)",
-        _match(_WHEN),
+        _phrase(_WHEN),
     ),
     Field(
         "description",
@@ -191,7 +238,7 @@ FIELDS: tuple[Field, ...] = (
         "username",
         "brukernavnet (gjelder eduroam)",
         "the user name (for eduroam)",
-        _match(_USERNAME),
+        _username,
         needed_when=_EDUROAM,
     ),
     Field(
@@ -213,7 +260,7 @@ FIELDS: tuple[Field, ...] = (
         "troubleshooting",
         "hva den grunnleggende feilsøkingen viste (legg gjerne ved netinfo.log)",
         "what the basic troubleshooting found (attach netinfo.log if you have it)",
-        _match(_TROUBLESHOOT),
+        _phrase(_TROUBLESHOOT),
     ),
 )
 BY_KEY = {f.key: f for f in FIELDS}
@@ -257,7 +304,7 @@ def _read(evidence: Evidence, deadline: float) -> dict[str, str] | None:
             return None
         quote = field.detect(evidence)
         if quote is None and field.key in _NETINFO_FIELDS and evidence.netinfo():
-            quote = "netinfo.log attached"
+            quote = evidence.netinfo()
         if quote is not None:
             present[field.key] = quote
     return present

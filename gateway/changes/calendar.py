@@ -8,8 +8,6 @@ from zoneinfo import ZoneInfo
 
 from icalendar import Calendar, Event, vCalAddress
 
-PRODUCT_ID = "-//Servicesenteret//gateway//NO"
-
 
 @dataclass(frozen=True)
 class MaintenanceWindow:
@@ -34,7 +32,8 @@ def invitation(
     """The .ics for one recipient: METHOD:REQUEST for a new or moved window, METHOD:CANCEL to remove it."""
     zone = ZoneInfo(timezone)
     calendar = Calendar()
-    calendar.add("prodid", PRODUCT_ID)
+    # The product is the gateway as this centre runs it: its configured name, never a fixed one.
+    calendar.add("prodid", f"-//{organizer[0] or 'gateway'}//gateway//NO")
     calendar.add("version", "2.0")
     calendar.add("method", "CANCEL" if window.cancelled else "REQUEST")
     event = Event()

@@ -38,7 +38,7 @@ def should_ask(ctx: Context) -> bool:
         return False
     if ctx.decision.category == "incident" or ctx.intent.category == "report":
         ctx.decision.confirm = None
-        note = "possible change order in a fault report; not held for confirmation"
+        note = "mulig endringsbestilling i en feilmelding; ikke holdt for bekreftelse"
         if note not in ctx.decision.flags:
             ctx.decision.flags.append(note)
         return False

@@ -113,7 +113,9 @@ def _send_one(
         organizer = (service.name, service.address)
         ics = invitation(window, service.timezone, organizer, (contact.name, contact.email), clock.now())
         name = "endring" if org.language == "nb" else "change"
-        attachments.append((f"{name}-{change.id}.ics", "text/calendar", ics))
+        # The summary and description are UTF-8 (æøå): a calendar part must say so, with its method.
+        media_type = f"text/calendar; charset=utf-8; method={'CANCEL' if kind == 'cancel' else 'REQUEST'}"
+        attachments.append((f"{name}-{change.id}.ics", media_type, ics))
     mail = Outgoing(
         kind=f"change-{kind}",
         to=[contact.email],

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound
 
 from gateway.directory.registry import ROLE_NAMES_EN, ROLES
+from gateway.notices.words import TERMS, moment, term
 
 MONTHS_NB = (
     "januar",
@@ -69,6 +70,12 @@ class Templates:
         self.env.filters["short_en"] = self._short_en
         self.env.filters["role_nb"] = lambda role: ROLES.get(role, role)
         self.env.filters["role_en"] = lambda role: ROLE_NAMES_EN.get(role, role)
+        # `{{ case.priority | nb("priority") }}`: stored English keys shown as words of the mail's language.
+        self.env.filters["nb"] = lambda value, kind: term("nb", kind, value)
+        self.env.filters["en"] = lambda value, kind: term("en", kind, value)
+        self.env.filters["window_nb"] = self._window_nb
+        self.env.filters["window_en"] = self._window_en
+        self.env.globals["terms"] = TERMS
         # HTML parts get their own environment so autoescape is on for them and off for text mail.
         self.html_env = Environment(
             loader=FileSystemLoader(str(directory)),
@@ -78,35 +85,50 @@ class Templates:
             lstrip_blocks=True,
         )
         self.html_env.filters.update(self.env.filters)
+        self.html_env.globals.update(self.env.globals)
 
-    def _local(self, moment: datetime) -> datetime:
-        return moment.astimezone(self.zone) if moment.tzinfo else moment
+    def _local(self, value: datetime | str) -> datetime:
+        local = moment(value)
+        return local.astimezone(self.zone) if local.tzinfo else local
 
-    def _date_nb(self, moment: datetime) -> str:
-        local = self._local(moment)
+    def _date_nb(self, value: datetime | str) -> str:
+        local = self._local(value)
         return f"{WEEKDAYS_NB[local.weekday()]} {local.day}. {MONTHS_NB[local.month - 1]} {local.year}"
 
-    def _date_en(self, moment: datetime) -> str:
-        local = self._local(moment)
+    def _date_en(self, value: datetime | str) -> str:
+        local = self._local(value)
         return f"{local:%A} {local.day} {local:%B %Y}"
 
-    def _short_nb(self, moment: datetime) -> str:
+    def _short_nb(self, value: datetime | str) -> str:
         # Table cells on a phone have no room for the weekday and the full month.
-        local = self._local(moment)
+        local = self._local(value)
         month = MONTHS_NB[local.month - 1]
         # Bokmål abbreviates only the long names: "nov.", but "mai" and "juni" stay whole.
         short = month if len(month) <= 4 else month[:3] + "."
         return f"{local.day}. {short} {local.year}"
 
-    def _short_en(self, moment: datetime) -> str:
-        local = self._local(moment)
+    def _short_en(self, value: datetime | str) -> str:
+        local = self._local(value)
         return f"{local.day} {local:%b %Y}"
 
-    def _datetime_nb(self, moment: datetime) -> str:
-        return f"{self._date_nb(moment)} kl. {self._local(moment):%H:%M}"
+    def _datetime_nb(self, value: datetime | str) -> str:
+        return f"{self._date_nb(value)} kl. {self._local(value):%H:%M}"
 
-    def _datetime_en(self, moment: datetime) -> str:
-        return f"{self._date_en(moment)} at {self._local(moment):%H:%M}"
+    def _datetime_en(self, value: datetime | str) -> str:
+        return f"{self._date_en(value)} at {self._local(value):%H:%M}"
+
+    def _window_nb(self, start: datetime | str, end: datetime | str) -> str:
+        """A window on one local day names its date once: "… 2026 kl. 08:00–10:00"."""
+        first, last = self._local(start), self._local(end)
+        if first.date() == last.date():
+            return f"{self._date_nb(first)} kl. {first:%H:%M}–{last:%H:%M}"
+        return f"{self._datetime_nb(first)} – {self._datetime_nb(last)}"
+
+    def _window_en(self, start: datetime | str, end: datetime | str) -> str:
+        first, last = self._local(start), self._local(end)
+        if first.date() == last.date():
+            return f"{self._date_en(first)}, {first:%H:%M}–{last:%H:%M}"
+        return f"{self._datetime_en(first)} – {self._datetime_en(last)}"
 
     def render(self, language: str, audience: str, event: str, context: dict[str, Any]) -> Rendered:
         """Render the subject and body blocks of one template."""

@@ -10,8 +10,12 @@ from urllib.parse import quote
 
 from gateway.outbox.headers import one_line
 
-# A media type as RFC 2045 writes it; anything else is sent as application/octet-stream.
-_MEDIA_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]{1,64}/[A-Za-z0-9!#$&^_.+-]{1,64}")
+# A media type as RFC 2045 writes it, with up to four token parameters (an .ics part needs its
+# charset and method); anything else is sent as application/octet-stream.
+_MEDIA_TYPE = re.compile(
+    r"[A-Za-z0-9!#$&^_.+-]{1,64}/[A-Za-z0-9!#$&^_.+-]{1,64}"
+    r"(?:; ?[A-Za-z0-9_-]{1,32}=[A-Za-z0-9_.-]{1,32}){0,4}"
+)
 # Characters of an RFC 2231 file name per continuation: well inside a 78-character line.
 _NAME_CHUNK = 54
 

@@ -114,7 +114,8 @@ def build(runtime: Runtime, period: Period, target: str, now: datetime) -> tuple
             return [], ["agents: no line-1 agents in the registry; nothing sent"]
     else:
         to = [target]
-    return [agents_digest(runtime, figures.agents(period, now), to, target)], []
+    # People act on the digest's list: a case over both targets is listed once.
+    return [agents_digest(runtime, figures.agents(period, now, once=True), to, target)], []
 
 
 def already_sent(runtime: Runtime, period: Period, audience: str) -> str | None:

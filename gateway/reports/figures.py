@@ -232,11 +232,17 @@ class Figures:
             OPEN_STATES,
         )
 
-    def agents(self, period: Period, now: datetime, limit: int | None = LIST_LIMIT) -> AgentFigures:
-        """Figures for the agents; lists are cut to `limit` (oldest first), counts never are."""
+    def agents(
+        self, period: Period, now: datetime, limit: int | None = LIST_LIMIT, once: bool = False
+    ) -> AgentFigures:
+        """Figures for the agents; lists are cut to `limit` (oldest first), counts never are.
+
+        `once`: a case over both targets is one breach (the digest's list for people to act on);
+        otherwise every broken target is its own row (the report's data).
+        """
         rows = self._open_cases()
         groups = self._groups(rows)
-        breaches = self._breaches(rows, now, self.config.targets)
+        breaches = self._breaches(rows, now, self.config.targets, once)
         awaiting = self._awaiting_information()
         failed = self._failed_mail(period)
         days = self._days(period)
@@ -283,7 +289,9 @@ class Figures:
                 group.oldest.append(line)
         return sorted(groups.values(), key=lambda g: (g.organization_name.lower(), g.category))
 
-    def _breaches(self, rows: list[dict[str, Any]], now: datetime, targets: Targets) -> list[Breach]:
+    def _breaches(
+        self, rows: list[dict[str, Any]], now: datetime, targets: Targets, once: bool
+    ) -> list[Breach]:
         if not rows:
             return []
         origin = datetime.fromisoformat(rows[0]["created_at"]).astimezone(self.calendar.tz).date()
@@ -305,6 +313,8 @@ class Figures:
                     found.append(
                         Breach(self._line(row), name, seconds / 3600, limit / 3600, target.around_the_clock)
                     )
+                    if once:
+                        break  # by the first promise it broke: first response before resolution
         return found
 
     def _awaiting_information(self) -> list[CaseLine]:
