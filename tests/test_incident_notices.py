@@ -14,7 +14,9 @@ from freezegun import freeze_time
 from freezegun.api import FrozenDateTimeFactory
 
 from gateway.core.config import ConfigError, load_config
+from gateway.incidents.announce import notify_due
 from gateway.ops.server import Server
+from gateway.pipeline.process import process
 from gateway.runtime import Runtime
 from tests.support import REPO, RecordingRelay, smtp_send, wait_for, write_config
 from tests.test_monitoring import NAV_KEY, _nav_key, nav
@@ -97,6 +99,7 @@ def test_notice_only_after_the_window_then_the_all_clear(
     assert customer_mail(serve.runtime) == []
     agents = wait_for(lambda: relay.to("mona@service.example"), what="the agents' new-case mail")
     assert agents[0].rcpt_tos == AGENTS and "Box sw-nordby-1 is down" in agents[0].message["Subject"]
+    assert "Fra: NAV <nav@noc.service.example>, Nordby skole" in agents[0].body
     clock_at.tick(timedelta(minutes=4, seconds=59))
     tick(serve)
     assert customer_mail(serve.runtime) == []
@@ -104,14 +107,15 @@ def test_notice_only_after_the_window_then_the_all_clear(
     tick(serve)
     notice = wait_for(lambda: relay.to(NORDBY_INCIDENTS), what="the incident notice")[0]
     assert notice.rcpt_tos == [NORDBY_INCIDENTS]
-    assert notice.message["Subject"] == "[SSC#1] Hendelse i nettet til Nordby skole: Box sw-nordby-1 is down"
+    assert notice.message["Subject"] == "[SSC#1] Hendelse i nettet til Nordby skole: sw-nordby-1 svarer ikke"
     assert "Oppdaget:   tirsdag 24. mars 2026 kl. 10:00" in notice.body
     assert "Berørt utstyr: sw-nordby-1." in notice.body and "2026-03-24" not in notice.body
     clock_at.tick(timedelta(minutes=20))
     alert(serve, "end", "sw-nordby-1", 7001)
+    tick(serve)
     mails = wait_for(lambda: len(relay.to(NORDBY_INCIDENTS)) == 2 and relay.to(NORDBY_INCIDENTS))
     all_clear = mails[1]
-    assert all_clear.message["Subject"] == "[SSC#1] Løst: Box sw-nordby-1 is down"
+    assert all_clear.message["Subject"] == "[SSC#1] Løst: sw-nordby-1 svarer ikke"
     assert "er løst (tirsdag 24. mars 2026 kl. 10:25)" in all_clear.body
     assert all_clear.message["In-Reply-To"] == notice.message["Message-ID"]
     tick(serve)
@@ -157,6 +161,7 @@ def test_several_alerts_give_one_notice_then_one_update(
     assert [m["kind"] for m in sent] == ["incident-notice", "incident-update", "incident-resolved"]
     assert {m["recipients"] for m in sent} == {f'["{FJELLVIK_INCIDENTS}"]'}
     mails = wait_for(lambda: len(relay.to(FJELLVIK_INCIDENTS)) == 3 and relay.to(FJELLVIK_INCIDENTS))
+    assert mails[0].message["Subject"].endswith(": Feil meldt på rtr-fjv-core")  # the first alert was a link
     assert "Berørt utstyr: rtr-fjv-core." in mails[0].body
     assert "Nye varsler fra overvåkingen gjelder: rtr-fjv-core." in mails[1].body
     assert all(m.message["In-Reply-To"] == mails[0].message["Message-ID"] for m in mails[1:])
@@ -195,6 +200,7 @@ def test_english_notice_reads_local_time(
     tick(serve)
     notice = wait_for(lambda: relay.to(VIC_INCIDENTS), what="the English notice")[0]
     assert notice.message["Subject"].startswith("[SSC#1] Incident in the network of Vestland")
+    assert notice.message["Subject"].endswith(": core-sw1.vic.example is not responding")
     assert "Tuesday 24 March 2026 at 10:00" in notice.body
     assert "Equipment affected: core-sw1.vic.example." in notice.body
     assert "09:00" not in notice.body and "2026-03-24" not in notice.body
@@ -248,3 +254,32 @@ def test_notify_after_minutes_is_validated(tmp_path: Path, value: str) -> None:
     """A negative, too large or non-integer monitoring.notify_after_minutes is refused, naming the key."""
     with pytest.raises(ConfigError, match=r"monitoring\.notify_after_minutes"):
         load_config(nav_config(tmp_path, 2525, after_minutes=value))
+
+
+def test_an_organisation_without_an_incidents_contact_is_recorded_as_not_told(
+    tmp_path: Path, relay: RecordingRelay, clock_at: FrozenDateTimeFactory
+) -> None:
+    """No Varslingspunkt Incidents in the registry: 1st line still hears of it, and the case says the customer was not told."""
+    text = (REPO / "data" / "contacts.toml").read_text(encoding="utf-8")
+    head, vic = text.split('id = "vestland-college"', 1)
+    registry = tmp_path / "contacts.toml"
+    registry.write_text(
+        head + 'id = "vestland-college"' + vic.replace('role = "incidents"', 'role = "change"', 1)
+    )
+    path = nav_config(tmp_path, relay.port)
+    path.write_text(path.read_text().replace(str(REPO / "data" / "contacts.toml"), str(registry)))
+    runtime = Runtime(load_config(path))
+    try:
+        assert process(runtime, nav("start", "core-sw1.vic.example", 7701), "pipe").outcome == "opened"
+        clock_at.tick(timedelta(minutes=5))
+        assert notify_due(runtime) == [
+            "SSC#1: not sent: vestland-college has no Varslingspunkt Incidents"
+            " (role 'incidents') in the registry"
+        ]
+        assert notify_due(runtime) == []
+        kinds = runtime.store.query("SELECT kind FROM outbox ORDER BY id")
+        assert kinds == [{"kind": "agent-notify"}]
+        failed = runtime.store.one("SELECT reason FROM events WHERE action = 'notice-failed'")
+        assert "no Varslingspunkt Incidents" in failed["reason"]
+    finally:
+        runtime.close()

@@ -104,7 +104,7 @@ def test_down_then_up_over_smtp_resolves_the_same_case_without_any_reply(server:
     assert case is not None
     inbound = [m["subject"] for m in case["messages"] if m["direction"] == "in"]
     assert inbound == ["Box sw-nordby-1 is down", "Box sw-nordby-1 is up"]
-    # serve's notice timer may already have noted the flapping after these (tests/test_incident_notices.py).
+    # serve's notice timer (every 30 s) may note the flapping after these: tests/test_incident_notices.py.
     assert [e["action"] for e in case["history"] if e["actor"] == "monitoring"][:4] == [
         "opened",
         "alert-start",

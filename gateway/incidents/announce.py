@@ -32,10 +32,21 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.incidents")
 ACTOR = "monitoring"
 
-# The devices line of a notice or update, in the organisation's language.
-DEVICES = {
-    "nb": {"notice": "Berørt utstyr: {}.", "update": "Nye varsler fra overvåkingen gjelder: {}."},
-    "en": {"notice": "Equipment affected: {}.", "update": "New monitoring alerts concern: {}."},
+# The customer's words, in the organisation's language: NAV's own subject ("Box … is down") is
+# English whatever the customer reads, so it stays on the case for the agents and goes no further.
+WORDS = {
+    "nb": {
+        "notice": "Berørt utstyr: {}.",
+        "update": "Nye varsler fra overvåkingen gjelder: {}.",
+        "boxState": "{} svarer ikke",
+        "other": "Feil meldt på {}",
+    },
+    "en": {
+        "notice": "Equipment affected: {}.",
+        "update": "New monitoring alerts concern: {}.",
+        "boxState": "{} is not responding",
+        "other": "Fault reported on {}",
+    },
 }
 
 
@@ -44,6 +55,7 @@ class Alerts:
     """The alerts paired with one incident case, oldest first."""
 
     devices: list[str]
+    first_event: str
     serious: bool
 
     @property
@@ -105,7 +117,7 @@ def _advance(runtime: Runtime, conn: sqlite3.Connection, case_id: int) -> str | 
     alerts = _alerts(conn, case_id, org)
     if row["state"] == "notified" and ended is None and alerts.count <= row["alerts_told"]:
         return None
-    case = existing_case(conn, case_id)
+    case = {**existing_case(conn, case_id), "subject": _title(org, alerts)}
     # Teknisk ansvarlig hears of it once something serious happened outside opening hours, and
     # then of everything that follows, so the all-clear reaches whoever got the alarm.
     technical = bool(row["technical"]) or (alerts.serious and not _open_now(runtime))
@@ -159,12 +171,19 @@ def _alerts(conn: sqlite3.Connection, case_id: int, org: Organization) -> Alerts
         (case_id,),
     ).fetchall()
     serious = any(event == "boxState" or org.is_critical_device(device) for device, event in rows)
-    return Alerts([device for device, _ in rows], serious)
+    return Alerts([device for device, _ in rows], rows[0][1] if rows else "", serious)
 
 
 def _devices(org: Organization, kind: str, devices: list[str]) -> str:
     unique = list(dict.fromkeys(devices))
-    return DEVICES.get(org.language, DEVICES["nb"])[kind].format(", ".join(unique))
+    return WORDS.get(org.language, WORDS["nb"])[kind].format(", ".join(unique))
+
+
+def _title(org: Organization, alerts: Alerts) -> str:
+    """What the customer's mail calls the incident: its first device, and whether the box is down."""
+    kind = "boxState" if alerts.first_event == "boxState" else "other"
+    first = alerts.devices[0] if alerts.devices else org.name
+    return WORDS.get(org.language, WORDS["nb"])[kind].format(first)
 
 
 def _unreachable(conn: sqlite3.Connection, case_id: int, tag: str, why: str) -> str:

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import ip_address, ip_network
 from typing import TYPE_CHECKING
 
@@ -114,7 +114,10 @@ def handle(runtime: Runtime, conn: sqlite3.Connection, ctx: Context, key: str) -
             # The customer hears of it only if it is still down after the window (incidents/announce.py);
             # 1st line hears of it now, with a Reply-To into the case.
             schedule(conn, result.case_id, org.id, runtime.config.monitoring.notify_after_minutes)
-            notify_agents(runtime, conn, result.case_id, "new-case", ctx, missing=[])
+            # NAV is no contact of the organisation; the agents' mail names whose network it is.
+            nav = replace(ctx.sender, name=ctx.sender.name or "NAV", organization=org)
+            told = replace(ctx, sender=nav)
+            notify_agents(runtime, conn, result.case_id, "new-case", told, missing=[])
         return result
     if alert.state == "end":
         return _end(conn, ctx, key, alert)

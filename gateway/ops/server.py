@@ -48,8 +48,6 @@ class Server:
     def _stored(self, result: Result) -> None:
         if result.replies:
             self.outbox.wake()
-        if result.outcome in ("opened", "appended"):
-            self.notices_wake.set()  # an up alert's all-clear need not wait for the next tick
 
     def start(self) -> None:
         try:
