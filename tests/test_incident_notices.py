@@ -13,6 +13,7 @@ import pytest
 from freezegun import freeze_time
 from freezegun.api import FrozenDateTimeFactory
 
+from gateway.cli.main import main
 from gateway.core.config import ConfigError, load_config
 from gateway.incidents.announce import notify_due
 from gateway.ops.server import Server
@@ -283,3 +284,17 @@ def test_an_organisation_without_an_incidents_contact_is_recorded_as_not_told(
         assert "no Varslingspunkt Incidents" in failed["reason"]
     finally:
         runtime.close()
+
+
+def test_an_incident_an_agent_resolved_before_the_window_is_not_announced(
+    serve: Server, config_path: Path, clock_at: FrozenDateTimeFactory
+) -> None:
+    """An agent resolves a monitoring case within the window (NAV still says down): the customer gets no notice."""
+    alert(serve, "start", "sw-nordby-5", 7801)
+    agent = ["--as", "mona@service.example"]
+    assert main(["--config", str(config_path), "cases", "set", "1", "--status", "løst", *agent]) == 0
+    clock_at.tick(timedelta(minutes=6))
+    tick(serve)
+    assert customer_mail(serve.runtime) == []
+    state = serve.runtime.store.one("SELECT state FROM incident_notices WHERE case_id = 1")
+    assert state == {"state": "resolved"}

@@ -98,19 +98,20 @@ def notify_due(runtime: Runtime) -> list[str]:
 
 
 def _advance(runtime: Runtime, conn: sqlite3.Connection, case_id: int) -> str | None:
-    cursor = conn.execute("SELECT * FROM incident_notices WHERE case_id = ?", (case_id,))
-    found = cursor.fetchone()
-    row = dict(zip([d[0] for d in cursor.description], found, strict=True)) if found else None
+    row = _row(conn, case_id)
     if row is None or row["state"] not in ("due", "notified"):
         return None  # another run got here first
     tag = f"{runtime.config.service.case_prefix}#{case_id}"
     ended = row["ended_at"]
-    if row["state"] == "due" and ended is not None and ended < row["due_at"]:
-        _set(conn, case_id, state="flapped")
-        record(conn, case_id, ACTOR, "notice-skipped", "flapping", "up again before the notice was due")
-        return f"{tag}: up again within the window, customer not told"
-    if row["state"] == "due" and ended is None and row["due_at"] > clock.iso():
-        return None
+    if row["state"] == "due":
+        if ended is None and row["due_at"] > clock.iso():
+            return None
+        skipped = _not_owed(conn, row)
+        if skipped is not None:
+            state, why = skipped
+            _set(conn, case_id, state=state)
+            record(conn, case_id, ACTOR, "notice-skipped", state, why)
+            return f"{tag}: {why}, customer not told"
     org = runtime.registry().organizations.get(row["organization"])
     if org is None:
         return _unreachable(conn, case_id, tag, f"organisation {row['organization']!r} left the registry")
@@ -126,10 +127,8 @@ def _advance(runtime: Runtime, conn: sqlite3.Connection, case_id: int) -> str | 
         if row["state"] == "due":
             _notice(runtime, conn, case, org, alerts, roles, row)
         elif alerts.count > row["alerts_told"]:
-            new = alerts.devices[row["alerts_told"] :]
-            send_notice(
-                runtime, conn, case, org, "incident-update", _devices(org, "update", new), ACTOR, roles
-            )
+            new = _devices(org, "update", alerts.devices[row["alerts_told"] :])
+            send_notice(runtime, conn, case, org, "incident-update", new, ACTOR, roles)
         if ended is not None:
             when = clock.parse_iso(ended)
             send_notice(runtime, conn, case, org, "incident-resolved", "", ACTOR, roles, when)
@@ -137,13 +136,34 @@ def _advance(runtime: Runtime, conn: sqlite3.Connection, case_id: int) -> str | 
         return _unreachable(conn, case_id, tag, str(exc))
     state = "resolved" if ended is not None else "notified"
     _set(conn, case_id, state=state, alerts_told=alerts.count, technical=int(technical))
-    if row["state"] == "due":
-        conn.execute("UPDATE incident_notices SET notified_at = ? WHERE case_id = ?", (clock.iso(), case_id))
-    if ended is not None:
-        conn.execute(
-            "UPDATE incident_notices SET resolved_sent_at = ? WHERE case_id = ?", (clock.iso(), case_id)
-        )
+    now = clock.iso()
+    conn.execute(
+        "UPDATE incident_notices SET notified_at = coalesce(notified_at, ?),"
+        " resolved_sent_at = CASE WHEN state = 'resolved' THEN ? END WHERE case_id = ?",
+        (now, now, case_id),
+    )
     return f"{tag}: {state}" + (" (Teknisk ansvarlig too)" if technical else "")
+
+
+def _row(conn: sqlite3.Connection, case_id: int) -> dict[str, Any] | None:
+    cursor = conn.execute("SELECT * FROM incident_notices WHERE case_id = ?", (case_id,))
+    found = cursor.fetchone()
+    return dict(zip([d[0] for d in cursor.description], found, strict=True)) if found else None
+
+
+def _not_owed(conn: sqlite3.Connection, row: dict[str, Any]) -> tuple[str, str] | None:
+    """Why an incident whose notice was never sent needs none now: (its new state, the reason), or None."""
+    if row["ended_at"] is not None and row["ended_at"] < row["due_at"]:
+        return "flapped", "up again within the window"
+    if row["ended_at"] is None and _closed_by_staff(conn, row["case_id"]):
+        # An agent resolved it while NAV still says down: they have dealt with the customer.
+        return "resolved", "resolved by an agent before the notice was due"
+    return None
+
+
+def _closed_by_staff(conn: sqlite3.Connection, case_id: int) -> bool:
+    status = conn.execute("SELECT status FROM cases WHERE id = ?", (case_id,)).fetchone()
+    return status is None or status[0] in ("resolved", "closed")
 
 
 def _notice(
