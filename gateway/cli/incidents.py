@@ -9,6 +9,7 @@ from typing import Any
 
 from gateway.cli.common import case_id, run_action
 from gateway.core.config import Config
+from gateway.incidents.announce import notify_due
 from gateway.incidents.detected import CaseNotFound, IncidentRefused, notify, resolve, update
 from gateway.runtime import Runtime
 
@@ -41,6 +42,14 @@ def cmd_resolve(config: Config, args: argparse.Namespace) -> int:
     return _run(config, action)
 
 
+def cmd_notify_due(config: Config, args: argparse.Namespace) -> int:
+    def action(runtime: Runtime) -> str:
+        done = notify_due(runtime)
+        return "\n".join(done) if done else "no incident notices due"
+
+    return _run(config, action)
+
+
 def add_commands(top: Any) -> None:
     """The `gateway incident …` group."""
     group = top.add_parser("incident", help="incidents the centre detects").add_subparsers(
@@ -59,3 +68,7 @@ def add_commands(top: Any) -> None:
     resolve_p.set_defaults(handler=cmd_resolve)
     resolve_p.add_argument("case", type=case_id, help="12, SSC#12 or [SSC#12]")
     resolve_p.add_argument("--message", default="")
+    due_p = group.add_parser(
+        "notify-due", help="send the monitoring incident notices that fell due (serve does this itself)"
+    )
+    due_p.set_defaults(handler=cmd_notify_due)

@@ -231,6 +231,8 @@ def _monitoring(data: dict[str, Any]) -> MonitoringConfig:
             raise ConfigError(f"monitoring.client_addresses: not an IP or network: {network!r}") from None
     if bool(recipient) != bool(monitoring.client_addresses):
         raise ConfigError("monitoring.recipient: set together with monitoring.client_addresses, or neither")
+    if not 0 <= monitoring.notify_after_minutes <= 1440:
+        raise ConfigError("monitoring.notify_after_minutes: must be between 0 and 1440 minutes")
     return replace(monitoring, senders=senders, recipient=recipient)
 
 

@@ -205,6 +205,9 @@ class MonitoringConfig:
     # (IPs or networks) count as proven without DKIM. Both or neither.
     recipient: str = ""
     client_addresses: tuple[str, ...] = ()
+    # An incident still down this long after NAV's first alert is announced to the customer;
+    # one that comes back up sooner (flapping) is not.
+    notify_after_minutes: int = 5
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,8 @@ class Organization:
     contacts: tuple[Contact, ...] = ()
     # Monitoring sysname patterns (fnmatch) for devices this organisation owns.
     devices: tuple[str, ...] = ()
+    # Of those, the devices whose failure is serious enough to reach Teknisk ansvarlig after hours.
+    critical_devices: tuple[str, ...] = ()
 
     def contacts_with(self, role: str) -> list[Contact]:
         return [c for c in self.contacts if c.role == role]
@@ -60,6 +62,9 @@ class Organization:
 
     def owns_device(self, sysname: str) -> bool:
         return any(fnmatch.fnmatch(sysname.lower(), p.lower()) for p in self.devices)
+
+    def is_critical_device(self, sysname: str) -> bool:
+        return any(fnmatch.fnmatch(sysname.lower(), p.lower()) for p in self.critical_devices)
 
 
 @dataclass(frozen=True)
@@ -150,6 +155,9 @@ def _organization(entry: dict[str, Any], index: int) -> Organization:
     devices = entry.get("devices", [])
     if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):
         raise RegistryError(f"{where}: 'devices' must be a list of sysname patterns")
+    critical = entry.get("critical_devices", [])
+    if not isinstance(critical, list) or not all(isinstance(d, str) for d in critical):
+        raise RegistryError(f"{where}: 'critical_devices' must be a list of sysname patterns")
     return Organization(
         id=org_id,
         name=_text(entry, "name", where),
@@ -157,6 +165,7 @@ def _organization(entry: dict[str, Any], index: int) -> Organization:
         language=language,
         contacts=tuple(_contact(c, f"{where} contact #{i + 1}") for i, c in enumerate(contacts)),
         devices=tuple(devices),
+        critical_devices=tuple(critical),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from gateway.core import clock
@@ -63,7 +64,7 @@ def notify(runtime: Runtime, org_id: str, title: str, description: str, actor: s
             actor,
             "detected by the centre",
         )
-        _send(runtime, conn, _case(conn, case_id), org, "incident-notice", description, actor)
+        send_notice(runtime, conn, _case(conn, case_id), org, "incident-notice", description, actor)
     return case_id
 
 
@@ -73,7 +74,7 @@ def update(runtime: Runtime, case_id: int, message: str, actor: str) -> None:
         raise IncidentRefused("an update needs a message")
     with runtime.store.write() as conn:
         case, org = _incident(runtime, conn, case_id)
-        _send(runtime, conn, case, org, "incident-update", message, actor)
+        send_notice(runtime, conn, case, org, "incident-update", message, actor)
         conn.execute(
             "UPDATE cases SET status = CASE WHEN status = 'new' THEN 'open' ELSE status END,"
             " updated_at = ? WHERE id = ?",
@@ -93,7 +94,9 @@ def resolve(runtime: Runtime, case_id: int, message: str, actor: str) -> None:
             (now, now, case_id),
         )
         record(conn, case_id, actor, "resolved", f"{case['status']} -> resolved", "all-clear sent")
-        _send(runtime, conn, case, org, "incident-resolved", message, actor)
+        # Monitoring's own all-clear for this incident would be a second one.
+        conn.execute("UPDATE incident_notices SET state = 'resolved' WHERE case_id = ?", (case_id,))
+        send_notice(runtime, conn, case, org, "incident-resolved", message, actor)
 
 
 def _case(conn: sqlite3.Connection, case_id: int) -> dict[str, Any]:
@@ -113,7 +116,7 @@ def _incident(
     return case, org
 
 
-def _send(
+def send_notice(
     runtime: Runtime,
     conn: sqlite3.Connection,
     case: dict[str, Any],
@@ -121,9 +124,12 @@ def _send(
     event: str,
     message: str,
     actor: str,
+    roles: tuple[str, ...] = ("incidents",),
+    at: datetime | None = None,
 ) -> str:
-    contacts = sorted({c.email for c in org.contacts_with("incidents")})
-    if not contacts:
+    """Queue one incident mail to the organisation's contacts in `roles`; `at` is the time it names."""
+    contacts = sorted({c.email for role in roles for c in org.contacts_with(role)})
+    if not org.contacts_with("incidents"):
         raise IncidentRefused(f"{org.id} has no Varslingspunkt Incidents (role 'incidents') in the registry")
     # Every follow-up answers the first notice, so mail clients keep one thread per incident.
     first = conn.execute(
@@ -137,7 +143,7 @@ def _send(
         "tag": f"{service.case_prefix}#{case['id']}",
         "organization": org,
         "message": message.strip(),
-        "now": clock.now(),
+        "now": at or clock.now(),
     }
     rendered = runtime.templates.render(org.language, "customer", event, context)
     mail = Outgoing(

@@ -11,10 +11,11 @@
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import ip_address, ip_network
 from typing import TYPE_CHECKING
 
+from gateway.cases.agents import notify as notify_agents
 from gateway.cases.messages import store_message
 from gateway.changes.record import in_progress
 from gateway.changes.record import record as record_on_change
@@ -22,6 +23,7 @@ from gateway.core import clock
 from gateway.core.config import MonitoringConfig
 from gateway.directory.registry import Organization
 from gateway.flow.context import Context, Result
+from gateway.incidents.announce import all_up, schedule
 from gateway.incidents.detected import open_case
 from gateway.mail.message import InboundMessage
 from gateway.store.case_rows import record
@@ -107,7 +109,16 @@ def handle(runtime: Runtime, conn: sqlite3.Connection, ctx: Context, key: str) -
         point = next(iter(org.contacts_with("incidents")), None)
         service = runtime.config.service
         requester = (point.email, point.name) if point else (service.address, service.name)
-        return _start(conn, ctx, key, alert, org, requester)
+        result = _start(conn, ctx, key, alert, org, requester)
+        if result.outcome == "opened" and result.case_id is not None:
+            # The customer hears of it only if it is still down after the window (incidents/announce.py);
+            # 1st line hears of it now, with a Reply-To into the case.
+            schedule(conn, result.case_id, org.id, runtime.config.monitoring.notify_after_minutes)
+            # NAV is no contact of the organisation; the agents' mail names whose network it is.
+            nav = replace(ctx.sender, name=ctx.sender.name or "NAV", organization=org)
+            told = replace(ctx, sender=nav)
+            notify_agents(runtime, conn, result.case_id, "new-case", told, missing=[])
+        return result
     if alert.state == "end":
         return _end(conn, ctx, key, alert)
     return _stateless(conn, ctx, key, alert)
@@ -160,6 +171,7 @@ def _end(conn: sqlite3.Connection, ctx: Context, key: str, alert: Alert) -> Resu
     case_id, change_id = paired
     result = _note(conn, ctx, key, case_id, change_id, "alert-end", alert)
     if case_id is not None and not _still_alerting(conn, case_id):
+        all_up(conn, case_id)
         _resolve(conn, case_id, alert)
     return result
 

@@ -341,3 +341,30 @@ def m008_search_in_batches(db: Database) -> None:
     # Nothing looks messages up by Message-ID (threading has message_refs, de-duplication has
     # dedupe_key); the index only cost a random page write per message.
     db.execute("DROP INDEX IF EXISTS messages_message_id")
+
+
+@migrations()
+def m009_incident_notices(db: Database) -> None:
+    """What the customer has been told about each incident monitoring opened, so a notice goes once."""
+    # One row per monitoring incident. due_at is when the down is no longer flapping; the *_sent_at
+    # columns are set in the transaction that queues the mail, so a restart neither loses nor repeats
+    # one. alerts_told counts the case's alerts the customer has heard about (notice, then updates).
+    db.execute(
+        """
+        CREATE TABLE incident_notices (
+            case_id INTEGER PRIMARY KEY REFERENCES cases(id),
+            organization TEXT NOT NULL,
+            detected_at TEXT NOT NULL,
+            due_at TEXT NOT NULL,
+            ended_at TEXT,
+            state TEXT NOT NULL DEFAULT 'due'
+                CHECK (state IN ('due', 'notified', 'resolved', 'flapped', 'unreachable')),
+            notified_at TEXT,
+            resolved_sent_at TEXT,
+            alerts_told INTEGER NOT NULL DEFAULT 0,
+            technical INTEGER NOT NULL DEFAULT 0
+        )"""
+    )
+    db.execute(
+        "CREATE INDEX incident_notices_open ON incident_notices(state) WHERE state IN ('due', 'notified')"
+    )
