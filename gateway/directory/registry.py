@@ -51,6 +51,8 @@ class Organization:
     contacts: tuple[Contact, ...] = ()
     # Monitoring sysname patterns (fnmatch) for devices this organisation owns.
     devices: tuple[str, ...] = ()
+    # The organisation can log in to NAV and change a user port's VLAN itself (self-service).
+    nav_access: bool = False
 
     def contacts_with(self, role: str) -> list[Contact]:
         return [c for c in self.contacts if c.role == role]
@@ -150,6 +152,9 @@ def _organization(entry: dict[str, Any], index: int) -> Organization:
     devices = entry.get("devices", [])
     if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):
         raise RegistryError(f"{where}: 'devices' must be a list of sysname patterns")
+    nav_access = entry.get("nav_access", False)
+    if not isinstance(nav_access, bool):
+        raise RegistryError(f"{where}: 'nav_access' must be true or false")
     return Organization(
         id=org_id,
         name=_text(entry, "name", where),
@@ -157,6 +162,7 @@ def _organization(entry: dict[str, Any], index: int) -> Organization:
         language=language,
         contacts=tuple(_contact(c, f"{where} contact #{i + 1}") for i, c in enumerate(contacts)),
         devices=tuple(devices),
+        nav_access=nav_access,
     )
 
 
