@@ -187,3 +187,20 @@ def test_local_work_from_the_shell_refused_without_local_support(
         _cli(config_path, "1", "--text", "Patch uttak 3", "--as", "ola.bakken@fjellvik.kommune.example") == 65
     )
     assert _cli(config_path, "9", "--text", "Patch uttak 3", "--as", MONA_ADDR) == 66
+
+
+def test_lokalt_without_its_hash_stays_internal(
+    server: Server, relay: RecordingRelay, signed: Signer
+) -> None:
+    """A first line like "Lokalt: …" without '#' is kept internal: neither an answer nor a guessed request."""
+    port = server.listener.address[1]
+    notice = _open_case(server, relay)
+    body = "Lokalt: bytt den defekte svitsjen i rom 204.\n"
+    assert smtp_send(port, signed(_agent_reply(notice, body)))[0] == 250
+    wait_for(
+        lambda: [r for r in relay.to(MONA_ADDR) if "Utført" in str(r.message["Subject"])], what="confirmation"
+    )
+    kinds = [r["kind"] for r in server.runtime.store.query("SELECT kind FROM outbox")]
+    assert "answer" not in kinds and "local-work" not in kinds
+    note = server.runtime.store.one("SELECT internal, body FROM messages WHERE from_addr = ?", (MONA_ADDR,))
+    assert note["internal"] == 1 and "defekte svitsjen" in note["body"]

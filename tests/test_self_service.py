@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from gateway.core.config import load_config
+from gateway.directory.registry import RegistryError, parse_registry
 from gateway.store.database import open_store
 from tests.support import Received, RecordingRelay, mail, wait_for
 
@@ -129,3 +131,11 @@ def test_other_vlan_mail_takes_the_normal_flow(
         assert cases == [{"category": "incident", "status": "new"}]
     if sender == OLA:
         assert cases == []
+
+
+def test_nav_access_must_be_true_or_false(tmp_path: Path) -> None:
+    """A registry whose nav_access is not a boolean is refused with the organisation and the key named."""
+    text = 'organization = [{ id = "x", name = "X", domains = ["x.example"], nav_access = "yes" }]\n'
+    with pytest.raises(RegistryError, match="organization 'x': 'nav_access' must be true or false"):
+        parse_registry(tomllib.loads(text))
+    assert parse_registry(tomllib.loads(text.replace('"yes"', "true"))).organizations["x"].nav_access
