@@ -10,7 +10,7 @@ import secrets
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
-from gateway.cases import case_fields
+from gateway.cases import case_fields, local_work
 from gateway.cases.commands import Applied, Command, parse
 from gateway.cases.escalation import BY_KEY
 from gateway.cases.messages import store_message
@@ -141,8 +141,9 @@ def handle(runtime: Runtime, conn: sqlite3.Connection, ctx: Context, key: str) -
         _confirm(runtime, conn, ctx, case_id, [], parsed.errors)
         return Result("appended", "agent commands rejected", case_id, ctx.message.message_id)
     # 2nd line talks to 1st line unless it says #svar; #intern keeps anything inside, and so does
-    # #eskaler: the text under it is for 2nd line (it goes in the escalation), not the customer.
-    internal = parsed.has("internal") or parsed.has("escalate") or not parsed.text
+    # #eskaler: the text under it is for 2nd line (it goes in the escalation), not the customer;
+    # and #lokalt: the text is the request to the Lokalt supportpunkt, not an answer.
+    internal = parsed.has("internal") or parsed.has("escalate") or parsed.has("local") or not parsed.text
     internal = internal or (agent.line == 2 and not parsed.has("reply"))
     row = store_message(conn, ctx, key, case_id, "case", ctx.thread.reason)
     conn.execute("UPDATE messages SET internal = ?, body = ? WHERE id = ?", (int(internal), parsed.text, row))
@@ -156,6 +157,11 @@ def handle(runtime: Runtime, conn: sqlite3.Connection, ctx: Context, key: str) -
         row,
     )
     changes = apply_commands(runtime, conn, ctx.sender.address, case_id, parsed.commands, row)
+    if parsed.has("local"):
+        to_site = local_work.request(
+            runtime, conn, case_id, agent, parsed.local_work(), reply_address(runtime, conn, case_id), row
+        )
+        changes.append(to_site.applied())
     if not internal:
         _answer_customer(runtime, conn, ctx, case_id, parsed.text)
     elif agent.line == 2:

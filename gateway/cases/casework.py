@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from gateway.cases import agents, case_fields, loop_alerts, staff_alerts
-from gateway.cases.escalation import Evidence, Field, question
+from gateway.cases.escalation import Field, question
 from gateway.cases.messages import store_message
 from gateway.cases.threads import clean_subject
 from gateway.core import clock
@@ -118,9 +118,24 @@ def open_case(
             ", ".join(f.key for f in asked),
             "escalation information missing from the report",
         )
-    if sender.kind != "agent":
+    if d.resolve and sent:
+        _resolve_answered(conn, case_id, d.resolve)
+    elif sender.kind != "agent":
         agents.notify(runtime, conn, case_id, "new-case", ctx, lacking)
     return Result("opened", rules_why, case_id, ctx.message.message_id, sent)
+
+
+def _resolve_answered(conn: sqlite3.Connection, case_id: int, why: str) -> None:
+    """The automatic answer was all the mail needed: resolved, so it is on record and a reply reopens it.
+
+    Only once the answer was queued: when the hourly brake held it back, the case stays open for a person.
+    """
+    now = clock.iso()
+    conn.execute(
+        "UPDATE cases SET status = 'resolved', resolved_at = ?, first_response_at = ? WHERE id = ?",
+        (now, now, case_id),
+    )
+    record(conn, case_id, "gateway", "resolved", "new -> resolved", why)
 
 
 def _insert_case(

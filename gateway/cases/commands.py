@@ -14,6 +14,7 @@ NAMES = {
     "status": "status", "prioritet": "priority", "priority": "priority", "tildel": "assign",
     "assign": "assign", "eskaler": "escalate", "escalate": "escalate", "kategori": "category",
     "category": "category", "intern": "internal", "internal": "internal", "svar": "reply", "reply": "reply",
+    "lokalt": "local", "lokal": "local", "local": "local",
 }  # fmt: skip
 STATUS = {
     "løst": "resolved", "lost": "resolved", "resolved": "resolved", "venter": "pending",
@@ -32,7 +33,11 @@ CATEGORY = {
 # Spaces after '#' are allowed: `# intern` is still the command (phones insert them).
 _LINE = re.compile(r"^#\s*(\w+)\s*(.*)$")
 # A first line that merely looks like an internal marker ("Intern:", "INTERNAL -") keeps the mail in.
-_MARKER = re.compile(r"^#?\s*(intern|internt|internal)\b", re.I)
+# So does one that looks like a request for local work without its '#' ("Lokalt: bytt svitsj"):
+# it is neither sent to the customer as an answer nor guessed into a request.
+_MARKER = re.compile(
+    r"^#?\s*(intern|internt|internal)\b|^#?\s*(lokalt|lokal|local)(\s*(arbeid|work))?\s*[:\-–]", re.I
+)
 # Invisible characters a client or a paste can put before the '#'.
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e"))
 
@@ -43,6 +48,8 @@ def normalise(line: str) -> str:
 
 
 NO_VALUE = ("escalate", "internal", "reply")
+# Free text: `#lokalt bytt svitsj i rom 12` carries the start of the request on its own line.
+FREE_TEXT = ("local",)
 
 
 @dataclass(frozen=True)
@@ -50,7 +57,8 @@ class Applied:
     """One thing a command did: a line for the shell (English, as `str`), parts for mail in any language.
 
     `field` is a case column (status, priority, category, owner) or one of escalated,
-    escalation-failed and missing (escalation information still missing: `fields`).
+    escalation-failed, local-work, local-work-failed and missing (escalation information still
+    missing: `fields`).
     """
 
     field: str
@@ -63,6 +71,10 @@ class Applied:
             return f"escalated to {self.new}"
         if self.field == "escalation-failed":
             return "escalation NOT sent: service.second_line_address is not configured"
+        if self.field == "local-work":
+            return f"local work requested from {self.new}"
+        if self.field == "local-work-failed":
+            return f"local work NOT sent: {self.old}"
         if self.field == "missing":
             return "WARNING: missing escalation information: " + ", ".join(f.nb for f in self.fields)
         return f"{self.field}: {self.old or '-'} -> {self.new}"
@@ -84,11 +96,18 @@ class Parsed:
     def has(self, name: str) -> bool:
         return any(c.name == name for c in self.commands)
 
+    def local_work(self) -> str:
+        """The request for local work: what follows `#lokalt` on its line, then the text below."""
+        heads = [c.value for c in self.commands if c.name == "local" and c.value]
+        return "\n\n".join([*heads, self.text]).strip()
+
 
 def check(name: str, value: str, registry: Registry) -> str | None:
     """The canonical value, or raise ValueError naming what is wrong."""
     if name in NO_VALUE:
         return ""
+    if name in FREE_TEXT:
+        return value.strip().lstrip(":-–").strip()
     table = {"status": STATUS, "priority": PRIORITY, "category": CATEGORY}.get(name)
     if table is not None:
         word = value.strip().lower()

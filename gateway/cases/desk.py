@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gateway.cases.agents import apply_commands
+from gateway.cases import local_work
+from gateway.cases.agents import apply_commands, reply_address
 from gateway.cases.commands import Command, check
 from gateway.core import clock
 from gateway.directory.registry import Agent
@@ -63,3 +64,19 @@ def note(runtime: Runtime, agent: Agent, case_id: int, text: str) -> None:
             raise NoSuchCase(f"no case {case_id}")
         record(conn, case_id, agent.email, "internal-note", text.strip(), FROM_SHELL)
         conn.execute("UPDATE cases SET updated_at = ? WHERE id = ?", (clock.iso(), case_id))
+
+
+def ask_local_work(runtime: Runtime, agent: Agent, case_id: int, text: str) -> local_work.Requested:
+    """`#lokalt` from a shell: the same mail and history; a request that cannot go is refused after
+    its attempt is recorded, so the agent is told and the case shows it."""
+    if not text.strip():
+        raise DeskRefused("--text: a request for local work needs some text")
+    with runtime.store.write() as conn:
+        if conn.execute("SELECT 1 FROM cases WHERE id = ?", (case_id,)).fetchone() is None:
+            raise NoSuchCase(f"no case {case_id}")
+        outcome = local_work.request(
+            runtime, conn, case_id, agent, text, reply_address(runtime, conn, case_id)
+        )
+    if outcome.refused:
+        raise DeskRefused(outcome.summary())
+    return outcome

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from dataclasses import asdict
 from typing import Any
 
 from gateway.cases.casework import close_resolved
 from gateway.cases.commands import PRIORITY, STATUS
-from gateway.cases.desk import DeskRefused, NoSuchCase, agent_named, change, note
+from gateway.cases.desk import DeskRefused, NoSuchCase, agent_named, ask_local_work, change, note
 from gateway.cli import search as search_commands
 from gateway.cli.common import EX_NOINPUT, EX_OK, case_id, print_json, run_action, say_empty
 from gateway.core.config import Config
@@ -95,6 +97,18 @@ def cmd_note(config: Config, args: argparse.Namespace) -> int:
     return _desk(config, args, [])
 
 
+def cmd_local_work(config: Config, args: argparse.Namespace) -> int:
+    tag = f"{config.service.case_prefix}#{args.id}"
+
+    def action(runtime: Runtime) -> str:
+        outcome = ask_local_work(runtime, agent_named(runtime, args.agent), args.id, args.text)
+        if args.json:
+            return json.dumps(asdict(outcome), ensure_ascii=False, indent=2)
+        return f"{tag}: {outcome.summary()}"
+
+    return run_action(config, action, (DeskRefused,), (NoSuchCase,))
+
+
 def _agent_command(group: Any, name: str, handler: Any, text: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = group.add_parser(name, help=text)
     parser.add_argument("id", type=case_id, help="12, SSC#12 or [SSC#12]")
@@ -125,4 +139,8 @@ def add_commands(top: Any) -> list[argparse.ArgumentParser]:
     setting.add_argument("--priority", help=f"one of {', '.join(sorted(set(PRIORITY)))}")
     noting = _agent_command(group, "note", cmd_note, "an internal note in the case's history")
     noting.add_argument("--text", required=True)
-    return [listing, show]
+    local = _agent_command(
+        group, "local-work", cmd_local_work, "ask the organisation's Lokalt supportpunkt to do local work"
+    )
+    local.add_argument("--text", required=True, help="what is to be done, as the mail will say it")
+    return [listing, show, local]

@@ -53,6 +53,8 @@ class Organization:
     devices: tuple[str, ...] = ()
     # Of those, the devices whose failure is serious enough to reach Teknisk ansvarlig after hours.
     critical_devices: tuple[str, ...] = ()
+    # The organisation can log in to NAV and change a user port's VLAN itself (self-service).
+    nav_access: bool = False
 
     def contacts_with(self, role: str) -> list[Contact]:
         return [c for c in self.contacts if c.role == role]
@@ -158,6 +160,9 @@ def _organization(entry: dict[str, Any], index: int) -> Organization:
     critical = entry.get("critical_devices", [])
     if not isinstance(critical, list) or not all(isinstance(d, str) for d in critical):
         raise RegistryError(f"{where}: 'critical_devices' must be a list of sysname patterns")
+    nav_access = entry.get("nav_access", False)
+    if not isinstance(nav_access, bool):
+        raise RegistryError(f"{where}: 'nav_access' must be true or false")
     return Organization(
         id=org_id,
         name=_text(entry, "name", where),
@@ -166,6 +171,7 @@ def _organization(entry: dict[str, Any], index: int) -> Organization:
         contacts=tuple(_contact(c, f"{where} contact #{i + 1}") for i, c in enumerate(contacts)),
         devices=tuple(devices),
         critical_devices=tuple(critical),
+        nav_access=nav_access,
     )
 
 

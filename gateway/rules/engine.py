@@ -31,6 +31,7 @@ ACTIONS = (
     "ask_missing",
     "confirm",
     "flag",
+    "resolve",
 )
 # What the intent step found, as rules may test it (gateway.rules.intent).
 INTENT_CHOICES = {
@@ -41,7 +42,7 @@ INTENT_CHOICES = {
 
 Check = Callable[[Facts], str | None]
 _INTENT_ATTR = {"intent": "category", "scope": "scope", "severity": "severity"}
-INTENT_KEYS = (*_INTENT_ATTR, "intent_clear", "also_request")
+INTENT_KEYS = (*_INTENT_ATTR, "intent_clear", "also_request", "topic")
 
 
 class RuleError(Exception):
@@ -72,6 +73,8 @@ class Decision:
     ask_missing: bool = False
     # Notes for the agent who reads the case, e.g. a possible change order that was not obeyed.
     flags: list[str] = field(default_factory=list)
+    # Why the new case is resolved as soon as it opens (the reply answered it), or None.
+    resolve: str | None = None
     fired: list[tuple[str, str]] = field(default_factory=list)
 
     def apply(self, rule: Rule, why: str) -> bool:
@@ -95,6 +98,8 @@ class Decision:
         if "flag" in then and then["flag"] not in self.flags:
             self.flags.append(then["flag"])
         self.ask_missing = self.ask_missing or bool(then.get("ask_missing", False))
+        if "resolve" in then:
+            self.resolve = then["resolve"]
         return bool(then.get("stop", False))
 
 
@@ -205,10 +210,23 @@ def _intent_condition(key: str, value: Any, here: str) -> Check:
     """A condition on what the mail asks for (gateway.rules.intent), not on its words."""
     if key in INTENT_CHOICES:
         return _intent_check(key, _choices(value, INTENT_CHOICES[key], here))
+    if key == "topic":
+        topics = set(_as_list(value))
+        if not topics or not all(isinstance(t, str) and NAME.match(t) for t in topics):
+            raise RuleError(f"{here}: must be one or more kebab-case topic names from {INTENT_FILE}")
+        return _topic_check(topics)
     if not isinstance(value, bool):
         raise RuleError(f"{here}: must be true or false")
     attr = "clear" if key == "intent_clear" else key
     return lambda f: f"{key} is {value}" if getattr(f.intent, attr) == value else None
+
+
+def _topic_check(wanted: set[str]) -> Check:
+    def check(facts: Facts) -> str | None:
+        found = wanted.intersection(facts.intent.topics)
+        return f"topic {', '.join(sorted(found))}" if found else None
+
+    return check
 
 
 def _intent_check(key: str, wanted: set[str]) -> Check:
@@ -281,6 +299,8 @@ def _check_then(then: Any, where: str, templates: set[str] | None) -> dict[str, 
             raise RuleError(f"{where} then.{key}: no template {value!r} for every language")
         if key == "flag" and (not isinstance(value, str) or not value.strip()):
             raise RuleError(f"{where} then.flag: must be a non-empty text for the agent")
+        if key == "resolve" and (not isinstance(value, str) or not value.strip()):
+            raise RuleError(f"{where} then.resolve: must be a non-empty reason for the case's history")
         if key in ("stop", "ask_missing") and not isinstance(value, bool):
             raise RuleError(f"{where} then.{key}: must be true or false")
     return dict(then)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +12,9 @@ from gateway.core import folding
 from gateway.mail.quoting import strip_quoted
 
 INTENTS = ("report", "request", "question", "purchase", "admin")
-# Signals that do not vote for a category but say how wide and how bad a fault is.
-MEASURES = ("scope", "severity")
+# Signals that do not vote for a category but say how wide and how bad a fault is, or what the
+# mail is about (a topic: the signal's name, for rules that answer one narrow kind of request).
+MEASURES = ("scope", "severity", "topic")
 SEVERITIES = ("outage", "degraded")
 # A group that is itself repeated and holds a repetition can backtrack exponentially.
 _NESTED = re.compile(r"\)(?:[*+]|\{\d*,?\d*\})")
@@ -189,6 +190,7 @@ class Intent:
     scope: str = "local"  # wide: a whole site or all users
     severity: str = "none"  # outage, degraded or none
     also_request: bool = False  # a report that also asks for a change
+    topics: tuple[str, ...] = ()  # names of the topic signals that fired
 
     @property
     def outage(self) -> bool:
@@ -198,6 +200,7 @@ class Intent:
         scores = " ".join(f"{k}={v:g}" for k, v in sorted(self.scores.items(), key=lambda kv: -kv[1]))
         head = f"{self.category} ({'clear' if self.clear else 'not clear'}); scope={self.scope}"
         head += f" severity={self.severity}; scores {scores or 'none'}"
+        head += f"; topics {', '.join(self.topics)}" if self.topics else ""
         return head + ("; also asks for a change" if self.also_request else "")
 
     def signals_text(self) -> str:
@@ -259,7 +262,7 @@ def read(vocabulary: Vocabulary, subject: str, new_text: str) -> Intent:
         text = vocabulary.respell.sub(lambda m: vocabulary.spelling[m.group(0)], text)
     scores = dict.fromkeys(INTENTS, 0.0)
     fired: list[Fired] = []
-    wide, severity = False, "none"
+    wide, severity, topics = False, "none", []
     for signal in vocabulary.signals:
         words: list[str] = []
         for found in signal.pattern.finditer(text):
@@ -272,11 +275,14 @@ def read(vocabulary: Vocabulary, subject: str, new_text: str) -> Intent:
         fired.append(Fired(signal.name, signal.votes, signal.weight, tuple(words)))
         if signal.votes == "scope":
             wide = True
+        elif signal.votes == "topic":
+            topics.append(signal.name)
         elif signal.votes == "severity":
             severity = "outage" if "outage" in (severity, signal.level) else signal.level
         else:
             scores[signal.votes] += signal.weight
-    return _conclude(vocabulary, scores, tuple(fired), wide, severity)
+    intent = _conclude(vocabulary, scores, tuple(fired), wide, severity)
+    return replace(intent, topics=tuple(topics)) if topics else intent
 
 
 def _conclude(

@@ -62,8 +62,14 @@ def _several_from_headers(facts: Facts) -> str | None:
     return "more than one From" if facts.message.from_count > 1 else None
 
 
+def _nav_access(facts: Facts) -> str | None:
+    org = facts.sender.organization
+    return f"{org.id} has NAV access" if org is not None and org.nav_access else None
+
+
 PREDICATES: dict[str, Predicate] = {
     "from-monitoring": _from_monitoring,
     "has-netinfo-log": _has_netinfo,
+    "nav-access": _nav_access,
     "several-from-headers": _several_from_headers,
 }
