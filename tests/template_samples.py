@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from gateway.cases.commands import Applied
 from gateway.cases.escalation import BY_KEY
 from gateway.changes.record import Change
-from gateway.directory.registry import Contact, Organization
+from gateway.directory.registry import Agent, Contact, Organization
 from gateway.directory.who_wrote import Sender
 from gateway.reports.digest import chart
 from gateway.reports.figures import Figures, latest_period
@@ -165,8 +165,14 @@ Builder = Callable[[World], dict[str, Any]]
 
 # Keyed by "<audience>/<event>", as under templates/<lang>/. A template without an entry here fails
 # the render test by name, so a new template is given realistic data when it is added.
+AGENT = Agent("Erik Dahl", "erik@service.example", 1)
+
 SAMPLES: dict[str, Builder] = {
-    "customer/receipt": lambda w: w.base() | {"missing": _missing(w)},
+    # A critical report at night: the on-call was called, and the receipt still asks what is missing.
+    "customer/receipt": lambda w: w.base() | {
+        "case": dict(w.case, priority="critical"), "missing": _missing(w), "missing_keys": ["mac", "device"],
+        "on_call_alerted": True,
+    },
     "customer/answer": lambda w: {
         "service": w.service, "case": w.case, "tag": w.tag, "text": "Vi har startet svitsjen på nytt.",
         "agent": w.runtime.registry().agents["mona@service.example"],
@@ -188,8 +194,16 @@ SAMPLES: dict[str, Builder] = {
     "customer/incident-update": lambda w: SAMPLES["customer/incident-notice"](w) | {"message": TEXT[w.language]},
     "customer/incident-resolved": lambda w: SAMPLES["customer/incident-notice"](w),
     "customer/digest": _customer_digest,
+    "customer/local-work": lambda w: {
+        "service": w.service, "case": w.case, "tag": w.tag, "organization": w.organization,
+        "text": TEXT[w.language], "agent": AGENT,
+    },
+    # The self-service answer goes to a contact who may not order changes, about a port's VLAN.
+    "customer/self-service": lambda w: w.base(),
     # The on-call alert is for critical cases.
-    "staff/alert": lambda w: w.base() | {"case": dict(w.case, priority="critical"), "body": TEXT[w.language]},
+    "staff/alert": lambda w: w.base() | {"case": dict(w.case, priority="critical"), "body": TEXT[w.language],
+        "phone": w.reporter.phone,
+    },
     "staff/notify": lambda w: w.base() | {
         "event": "new-case", "text": TEXT[w.language], "missing": [BY_KEY["mac"]], "flags": [_flag(w)],
     },
@@ -201,6 +215,9 @@ SAMPLES: dict[str, Builder] = {
             Applied("category", "incident", "change"), Applied("owner", "", "erik@service.example"),
             Applied("escalated", new="andrelinje@service.example"),
             Applied("missing", fields=(BY_KEY["mac"], BY_KEY["device"])), Applied("escalation-failed"),
+            Applied("local-work", new="drift@fjellvik.kommune.example"),
+            Applied("local-work-failed", old="no-local-support", new=w.organization.name),
+            Applied("local-work-failed", old="no-organisation"), Applied("local-work-failed", old="no-text"),
         ],
         "errors": [],
     },

@@ -100,7 +100,8 @@ def test_notice_only_after_the_window_then_the_all_clear(
     assert customer_mail(serve.runtime) == []
     agents = wait_for(lambda: relay.to("mona@service.example"), what="the agents' new-case mail")
     assert agents[0].rcpt_tos == AGENTS and "Box sw-nordby-1 is down" in agents[0].message["Subject"]
-    assert "Fra: NAV <nav@noc.service.example>, Nordby skole" in agents[0].body
+    assert "Fra: NAV <nav@noc.service.example>" in agents[0].body
+    assert "Virksomhet: Nordby skole" in agents[0].body
     clock_at.tick(timedelta(minutes=4, seconds=59))
     tick(serve)
     assert customer_mail(serve.runtime) == []
