@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from freezegun import freeze_time
 
+from gateway.cases.commands import Rejected
 from gateway.changes.plans import plan_change, reschedule_change
 from gateway.changes.record import load
 from gateway.core.config import load_config
@@ -146,3 +147,26 @@ def test_every_template_reads_as_its_language(worlds: dict[str, World], bare: bo
         text = render(world, path)
         report += [f"{path.relative_to(TEMPLATES)}: {p}" for p in problems(text, language, kind == "html")]
     assert not report, "\n".join(report)
+
+
+def test_rejected_commands_are_explained_in_the_agents_language(worlds: dict[str, World]) -> None:
+    """A bad `#` line is named as written, and why it was refused is said in the mail's own language."""
+    lines = [
+        Rejected("#prioritet superviktig", "unknown-value", "priority", "superviktig"),
+        Rejected("#tildel nobody", "no-agent", "assign", "nobody"),
+        Rejected("#lukk", "unknown-command", value="lukk"),
+    ]
+    expected = {
+        "nb": ["ukjent verdi «superviktig»; bruk en av: kritisk, høy, normal, lav",
+               "ingen saksbehandler heter «nobody»", "ukjent kommando"],
+        "en": ['unknown value "superviktig"; use one of: critical, high, normal, low',
+               'no agent is called "nobody"', "unknown command"],
+    }  # fmt: skip
+    for language, words in expected.items():
+        world = worlds[language]
+        context = SAMPLES["staff/command-result"](world) | {"errors": lines, "changes": []}
+        rendered = world.runtime.templates.render(language, "staff", "command-result", context)
+        text = rendered.subject + "\n\n" + rendered.body
+        assert all(line.line in text for line in lines)
+        assert all(word in text for word in words), text
+        assert problems(text, language, html=False) == []

@@ -11,7 +11,7 @@ import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from gateway.cases import case_fields, local_work
-from gateway.cases.commands import Applied, Command, parse
+from gateway.cases.commands import Applied, Command, Rejected, parse
 from gateway.cases.escalation import BY_KEY
 from gateway.cases.messages import store_message
 from gateway.core import clock
@@ -133,11 +133,10 @@ def handle(runtime: Runtime, conn: sqlite3.Connection, ctx: Context, key: str) -
     reading = new_text(ctx.message.body, ctx.message.subject)
     parsed = parse(reading.text, runtime.registry())
     if parsed.errors:
-        row = store_message(conn, ctx, key, case_id, "command-error", "; ".join(parsed.errors))
+        rejected = "; ".join(map(str, parsed.errors))
+        row = store_message(conn, ctx, key, case_id, "command-error", rejected)
         conn.execute("UPDATE messages SET internal = 1 WHERE id = ?", (row,))
-        record(
-            conn, case_id, agent.email, "commands-rejected", "; ".join(parsed.errors), "nothing applied", row
-        )
+        record(conn, case_id, agent.email, "commands-rejected", rejected, "nothing applied", row)
         _confirm(runtime, conn, ctx, case_id, [], parsed.errors)
         return Result("appended", "agent commands rejected", case_id, ctx.message.message_id)
     # 2nd line talks to 1st line unless it says #svar; #intern keeps anything inside, and so does
@@ -325,7 +324,7 @@ def _confirm(
     ctx: Context,
     case_id: int,
     changes: list[Applied],
-    errors: list[str],
+    errors: list[Rejected],
     kept_whole: bool = False,
     commands: bool = True,
 ) -> None:

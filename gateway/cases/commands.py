@@ -80,6 +80,47 @@ class Applied:
         return f"{self.field}: {self.old or '-'} -> {self.new}"
 
 
+# What an agent may write for each checked field, per language: offered when a value is unknown.
+CHOICES = {
+    "nb": {
+        "status": "løst, venter, åpen, lukket", "priority": "kritisk, høy, normal, lav",
+        "category": "hendelse, spørsmål, endring, utstyr, admin, annet",
+    },
+    "en": {
+        "status": "resolved, pending, open, closed", "priority": "critical, high, normal, low",
+        "category": "incident, question, change, equipment, admin, other",
+    },
+}  # fmt: skip
+
+
+class BadValue(ValueError):
+    """A command's value that cannot be used: `reason` is unknown-value or no-agent."""
+
+    def __init__(self, message: str, reason: str, name: str, value: str) -> None:
+        super().__init__(message)
+        self.reason, self.name, self.value = reason, name, value
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A command line that could not be used: English for the shell and history (`str`), parts for mail.
+
+    `reason` is unknown-command, unknown-value or no-agent; `name` the command it was meant as.
+    """
+
+    line: str
+    reason: str
+    name: str = ""
+    value: str = ""
+    detail: str = ""
+
+    def choices(self, language: str) -> str:
+        return CHOICES.get(language, CHOICES["en"]).get(self.name, "")
+
+    def __str__(self) -> str:
+        return f"{self.line}: {self.detail or self.reason.replace('-', ' ')}"
+
+
 @dataclass(frozen=True)
 class Command:
     line: str
@@ -90,7 +131,7 @@ class Command:
 @dataclass
 class Parsed:
     commands: list[Command]
-    errors: list[str]
+    errors: list[Rejected]
     text: str
 
     def has(self, name: str) -> bool:
@@ -112,11 +153,12 @@ def check(name: str, value: str, registry: Registry) -> str | None:
     if table is not None:
         word = value.strip().lower()
         if word not in table:
-            raise ValueError(f"unknown value {value!r}; use one of: {', '.join(sorted(set(table)))}")
+            message = f"unknown value {value!r}; use one of: {', '.join(sorted(set(table)))}"
+            raise BadValue(message, "unknown-value", name, value.strip())
         return table[word]
     agent = registry.agent_by_handle(value.strip().lstrip("@"))
     if agent is None:
-        raise ValueError(f"no agent called {value!r}")
+        raise BadValue(f"no agent called {value!r}", "no-agent", name, value.strip())
     return agent.email
 
 
@@ -124,7 +166,7 @@ def parse(body: str, registry: Registry) -> Parsed:
     """Commands are the `#` lines at the very top; the first other line starts the answer."""
     lines = body.splitlines()
     commands: list[Command] = []
-    errors: list[str] = []
+    errors: list[Rejected] = []
     index = 0
     while index < len(lines):
         line = normalise(lines[index])
@@ -140,12 +182,12 @@ def parse(body: str, registry: Registry) -> Parsed:
         index += 1
         name = NAMES.get(found.group(1).lower())
         if name is None:
-            errors.append(f"{line}: unknown command")
+            errors.append(Rejected(line, "unknown-command", value=found.group(1)))
             continue
         try:
             value = check(name, found.group(2), registry)
-        except ValueError as exc:
-            errors.append(f"{line}: {exc}")
+        except BadValue as exc:
+            errors.append(Rejected(line, exc.reason, exc.name, exc.value, str(exc)))
             continue
         commands.append(Command(line, name, value or ""))
     return Parsed(commands, errors, "\n".join(lines[index:]).strip())

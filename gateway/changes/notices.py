@@ -151,7 +151,7 @@ def alert_undelivered(conn: sqlite3.Connection, config: Config) -> int:
         log.error("undelivered change notices not alerted yet, registry unusable: %s", exc)
         return 0
     templates = Templates(config.templates_dir, config.service.timezone)
-    calendar = WorkingCalendar(config.service.timezone)
+    calendar = WorkingCalendar.with_opening_hours(config.service.timezone, config.service.opening_hours)
     for notice_id, change_id, org_id, recipient, kind, message_id, error in rows:
         change = load(conn, change_id)
         org = registry.organizations.get(org_id)

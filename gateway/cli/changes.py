@@ -166,7 +166,7 @@ def cmd_remind(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_list(config: Config, args: argparse.Namespace) -> int:
-    calendar = WorkingCalendar(config.service.timezone)
+    calendar = WorkingCalendar.with_opening_hours(config.service.timezone, config.service.opening_hours)
     rows = list_changes(open_store(config.storage), calendar)
     if args.json:
         print_json(rows)
@@ -184,7 +184,11 @@ def cmd_list(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_show(config: Config, args: argparse.Namespace) -> int:
-    change = show_change(open_store(config.storage), args.id, WorkingCalendar(config.service.timezone))
+    change = show_change(
+        open_store(config.storage),
+        args.id,
+        WorkingCalendar.with_opening_hours(config.service.timezone, config.service.opening_hours),
+    )
     if change is None:
         print(f"no change {args.id}", file=sys.stderr)
         return EX_NOINPUT
