@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
 from datetime import timedelta
 from pathlib import Path
@@ -14,7 +15,7 @@ from gateway.cli.main import main
 from gateway.core import clock
 from gateway.core.config import Config, ConfigError, load_config
 from gateway.ops.lock import ServeLock
-from gateway.ops.metrics import TrafficCollector
+from gateway.ops.metrics import StatusCollector, TrafficCollector
 from gateway.ops.server import Server
 from gateway.ops.status import collect
 from gateway.outbox.queue import Deliverer
@@ -98,6 +99,10 @@ def test_metrics_endpoint_serves_the_status_numbers(tmp_path: Path, config_path:
     assert "gateway_listener_up 1.0" in text
     assert "gateway_quarantine_unreplayed 0.0" in text
     assert "gateway_healthy" in text and "gateway_outbox_queued" in text
+    free = re.search(r"^gateway_storage_free_bytes (\S+)$", text, re.M)
+    assert free is not None and float(free.group(1)) > 0
+    wanted = re.search(r"^gateway_storage_min_free_bytes (\S+)$", text, re.M)
+    assert wanted is not None and float(wanted.group(1)) == 200_000_000  # storage.min_free_mb's default
 
 
 def _samples(collector: TrafficCollector) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -171,6 +176,12 @@ def test_free_space_threshold_is_checked_and_validated(tmp_path: Path, config_pa
     health = collect(config)
     assert health.free_bytes is not None and health.free_bytes < health.min_free_bytes
     assert any("storage.min_free_mb is 1000000000" in problem for problem in health.problems), health.problems
+    gauges = {
+        sample.name: sample.value for family in StatusCollector(config).collect() for sample in family.samples
+    }
+    assert gauges["gateway_healthy"] == 0.0
+    assert 0 < gauges["gateway_storage_free_bytes"] < gauges["gateway_storage_min_free_bytes"]
+    assert gauges["gateway_storage_min_free_bytes"] == 1_000_000_000 * 1_000_000
     config_path.write_text(text.replace("[storage]\n", "[storage]\nmin_free_mb = -1\n"), encoding="utf-8")
     with pytest.raises(ConfigError, match=r"storage\.min_free_mb"):
         load_config(config_path)

@@ -48,6 +48,19 @@ class StatusCollector:
             ("gateway_held_messages", "messages held for an agent", health.held),
             ("gateway_database_bytes", "size of the SQLite database and its WAL", health.database_bytes),
         ]
+        if health.free_bytes is not None:
+            # Alert on the trend before the store fills: at zero every message gets 451.
+            values.append(
+                ("gateway_storage_free_bytes", "free space where the store lives", health.free_bytes)
+            )
+            values.append(
+                ("gateway_storage_min_free_bytes", "storage.min_free_mb, in bytes", health.min_free_bytes)
+            )
+        if health.last_write_error_at is not None:
+            failed = clock.parse_iso(health.last_write_error_at).timestamp()
+            values.append(
+                ("gateway_last_write_error_timestamp_seconds", "when the store last failed a write", failed)
+            )
         if health.last_fetch_at is not None:
             fetched = clock.parse_iso(health.last_fetch_at).timestamp()
             values.append(
