@@ -11,6 +11,7 @@ import pytest
 from gateway.cases import escalation
 from gateway.directory.who_wrote import Sender
 from gateway.mail import limits, screening
+from gateway.notices.echo import echo
 
 SMALL = 20_000  # characters; the large input is ten times this
 
@@ -65,6 +66,8 @@ CASES: list[tuple[str, Callable[[str], object], str]] = [
     ("limits: structure", _all(limits._STRUCTURE), "\n--b\n-"),
     ("limits: boundary", _all(limits._BOUNDARY), "boundary = "),
     ("limits: message type", _search_bytes(limits._MESSAGE_TYPE), "  \n message"),
+    ("echoed subject, dotted run", echo, "a."),
+    ("echoed subject, one long word", echo, "x"),
     ("all escalation fields", lambda text: escalation.found_in(_evidence(text)), "bygget \n \n a.b"),
 ]
 
