@@ -194,3 +194,26 @@ def test_repeated_listener_errors_are_logged_once_a_minute(caplog: pytest.LogCap
     lines = [r.getMessage() for r in caplog.records if "out of system resource" in r.getMessage()]
     assert len(lines) == 2
     assert "999 more like it" in lines[1]
+
+
+@pytest.mark.parametrize("cut_off", ["client hangs up", "idle past the timeout"])
+def test_data_cut_off_midway_gives_its_bytes_back(started: Callable[..., Server], cut_off: str) -> None:
+    """A DATA that never ends frees its share of smtp.max_bytes_in_flight, so it cannot starve later mail."""
+    srv = started(max_bytes_in_flight=1048576, idle_timeout_seconds=1)
+    port = srv.listener.address[1]
+    handler = srv.listener.handler
+    sock, greeting = _connect(port)
+    with sock:
+        assert greeting.startswith(b"220")
+        sock.sendall(
+            b"EHLO client.example\r\nMAIL FROM:<a@client.example>\r\nRCPT TO:<kontakt@service.example>\r\n"
+        )
+        sock.sendall(b"DATA\r\n" + mail(body="Stort vedlegg.\n" + ("x" * 76 + "\n") * 8000))  # no lone dot
+        wait_for(lambda: handler.budget.held > 300_000, what="the message's bytes counted in flight")
+        if cut_off == "idle past the timeout":
+            assert b"421 4.4.2" in _until_closed(sock)
+    wait_for(lambda: handler.connections.count == 0, what="the connection to count out")
+    wait_for(lambda: handler.budget.held == 0, timeout=5, what="the unfinished message's bytes given back")
+    big = mail(body="Stort vedlegg.\n" + ("x" * 76 + "\n") * 8000)  # about 630 KB: needs the room
+    code, text = smtp_send(port, big)
+    assert code == 250, text

@@ -122,3 +122,15 @@ def _sent_kinds(server: Server) -> set[str] | None:
     if any(row["status"] != "sent" for row in rows):
         return None
     return {str(row["kind"]) for row in rows}
+
+
+def test_no_automatic_mail_to_an_address_longer_than_smtp_allows(server: Server) -> None:
+    """A 1,200-octet local part at a customer's domain, folded at its dots: held, no line past 998 queued."""
+    # Every line it arrives in is short: the dots of an obsolete local part may be folded around.
+    local = "\r\n .".join(["x" * 60] * 20)  # read as 20 runs joined by dots: 1,219 octets
+    code, text = smtp_send(server.listener.address[1], mail(sender=f"Ola <{local}@nordby-skole.example>"))
+    assert code == 250, text
+    for row in server.runtime.store.query("SELECT raw FROM outbox"):
+        _lines_fit(row["raw"])
+    (stored,) = server.runtime.store.query("SELECT from_addr FROM messages")
+    assert stored["from_addr"] == ""  # no mailbox: RFC 5321 4.5.3.1.3 allows 256 octets for the path

@@ -10,7 +10,8 @@ import pytest
 
 from gateway.cases import escalation
 from gateway.directory.who_wrote import Sender
-from gateway.mail import limits, screening
+from gateway.mail import header_repair, limits, screening
+from gateway.notices.echo import echo
 
 SMALL = 20_000  # characters; the large input is ten times this
 
@@ -33,6 +34,10 @@ def _all(pattern: re.Pattern[bytes]) -> Callable[[str], object]:
 
 def _location(text: str) -> object:
     return escalation._location(_evidence(text))
+
+
+def _repair(text: str) -> object:
+    return header_repair.repair(text.encode() + b":\nSubject: Hei\n\nTekst\n")
 
 
 def _signature(text: str) -> object:
@@ -65,6 +70,9 @@ CASES: list[tuple[str, Callable[[str], object], str]] = [
     ("limits: structure", _all(limits._STRUCTURE), "\n--b\n-"),
     ("limits: boundary", _all(limits._BOUNDARY), "boundary = "),
     ("limits: message type", _search_bytes(limits._MESSAGE_TYPE), "  \n message"),
+    ("header repair, a first line of dashes", _repair, "-"),
+    ("echoed subject, dotted run", echo, "a."),
+    ("echoed subject, one long word", echo, "x"),
     ("all escalation fields", lambda text: escalation.found_in(_evidence(text)), "bygget \n \n a.b"),
 ]
 

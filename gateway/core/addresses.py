@@ -7,6 +7,9 @@ from email.utils import getaddresses
 
 # RFC 5322 atext plus any non-ASCII letter (SMTPUTF8 mailboxes such as "ås@bø.example").
 _LOCAL_OK = re.compile(r"^[^\s@\"(),:;<>\[\]\\\x00-\x1f\x7f]+$")
+# RFC 5321 4.5.3.1.3: a path is at most 256 octets with its brackets. A longer "address" is no
+# mailbox, and answering it put a To line past 998 octets that the relay refuses for good.
+MAX_ADDRESS = 254
 
 
 class AddressError(ValueError):
@@ -27,7 +30,10 @@ def normalise_address(value: str) -> str:
         raise AddressError(f"{value!r} has an invalid domain") from None
     if "." not in ascii_domain or not re.fullmatch(r"[A-Za-z0-9.\-]+", ascii_domain):
         raise AddressError(f"{value!r} has an invalid domain")
-    return f"{local.lower()}@{ascii_domain.lower()}"
+    address = f"{local.lower()}@{ascii_domain.lower()}"
+    if len(address.encode()) > MAX_ADDRESS:
+        raise AddressError(f"{value[:80]!r}… is longer than {MAX_ADDRESS} octets")
+    return address
 
 
 def try_normalise(value: str) -> str | None:

@@ -288,6 +288,11 @@ class IntakeSMTP(GuardedSession):
                 else:
                     self.held += len(chunk)
                     data += chunk
+        except BaseException:
+            # Cut off (hung up, idle, our fault): kept counted, the bytes would starve all later DATA.
+            budget.give_back(self.held)
+            self.held = 0
+            raise
         finally:
             if line_limit is not None:
                 reader._limit = line_limit  # type: ignore[attr-defined]
