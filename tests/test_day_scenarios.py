@@ -240,8 +240,10 @@ def test_lokalt_from_a_phone_sends_just_the_work(
         ("Heile skulen har mista nettet sidan i morgon tidleg, ingen får kopla seg på VLAN 30.\n", "receipt"),
         # A question about how to do it: a case for a person.
         ("Hvordan endrer vi VLAN på en port i NAV? Vi finner ikke menyen.\n", "receipt"),
+        # A fault that also asks for a VLAN change: the fault wins.
+        ("Ingen på port 14 eller 15 i rom 204 har nett. Kan dere endre VLAN på dem til 30 så de kommer opp igjen?\n", "receipt"),
     ],
-    ids=["nynorsk-order", "fault-after-change", "nynorsk-outage", "how-to"],
+    ids=["nynorsk-order", "fault-after-change", "nynorsk-outage", "how-to", "fault-and-order"],
 )  # fmt: skip
 def test_vlan_words_answered_by_what_is_asked(
     tmp_path: Path, relay: RecordingRelay, body: str, kind: str
