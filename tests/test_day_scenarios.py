@@ -6,6 +6,8 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from email import message_from_bytes
+from email.policy import default
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -14,8 +16,10 @@ import pytest
 from freezegun import freeze_time
 from freezegun.api import FrozenDateTimeFactory
 
+from gateway.cli.main import main
 from gateway.core.config import load_config
 from gateway.ops.server import Server
+from gateway.store.database import open_store
 from tests.support import Received, RecordingRelay, dkim_keypair, mail, smtp_send, wait_for, write_config
 from tests.test_incident_notices import alert, nav_config, tick
 
@@ -344,3 +348,49 @@ def test_customer_answer_to_an_all_clear_reopens_and_is_read(
     missing = body.split("Missing before escalation:", 1)[-1].split("\n--\n", 1)[0]
     assert "the organisation's name" not in missing
     assert "where: building" not in missing
+
+
+# --- words in the agents' digest ----------------------------------------------------------------------
+
+
+def test_failed_local_work_mail_is_named_in_norwegian_in_the_digest(
+    tmp_path: Path, relay: RecordingRelay, dkim_key: tuple[bytes, bytes]
+) -> None:
+    """The Lokalt supportpunkt's server refuses the local-work mail; next morning's bokmål digest
+    names it as Norwegian words, not the outbox's kind."""
+    path = write_config(tmp_path, relay_port=relay.port, intake_process=False)
+    with serving(path, TUESDAY_MORNING) as server:
+        signer = _signer(server, dkim_key)
+        _send(
+            server,
+            mail(
+                sender=f"Ola Bakken <{OLA}>",
+                subject="Ingen nett i rom 204",
+                body="PC-en i rom 204 har ikke nett.\n",
+            ),
+        )
+        notice = wait_for(lambda: [r for r in relay.to(MONA) if r.message["Reply-To"]], what="notice")[0]
+        wait_for(lambda: relay.to(OLA), what="the receipt")
+        relay.errors.append("550 5.1.1 no such mailbox")
+        reply = mail(
+            sender=f"Mona Sørensen <{MONA}>", to=notice.message["Reply-To"].addresses[0].addr_spec,
+            subject=f"SV: {notice.message['Subject']}", body=f"#lokalt\n{WORK}\n",
+            headers={"In-Reply-To": notice.message["Message-ID"]},
+        )  # fmt: skip
+        _send(server, signer(reply))
+        store = server.runtime.store
+        wait_for(
+            lambda: store.query("SELECT 1 FROM outbox WHERE kind = 'local-work' AND status = 'failed'"),
+            what="the refused local-work mail",
+        )
+    with freeze_time(datetime(2026, 11, 25, 7, 0, tzinfo=OSLO)):
+        assert main(["--config", str(path), "digest", "--period", "daily", "--to", MONA]) == 0
+    store = open_store(load_config(path).storage)
+    raw = bytes(store.one("SELECT raw FROM outbox WHERE kind LIKE 'digest-%'")["raw"])
+    store.close()
+    message = message_from_bytes(raw, policy=default)
+    text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    line = next(line for line in text.splitlines() if FJELLVIK_LOCAL in line)
+    assert "local-work" not in line and "lokalt arbeid" in line, line
+    assert ">local-work<" not in html
