@@ -118,6 +118,7 @@ def test_operator_hours_and_name_reach_a_norwegian_receipt_and_english_staff_mai
     assert "veiledning" not in receipt and "http" not in receipt
     _reads_norwegian(receipt)
     assert "Category: question · priority: normal · status: new" in notice
+    assert "\n  #local <task>" in notice
     assert "Organisation: Nordby skole" in notice
 
 
@@ -229,6 +230,22 @@ def test_lokalt_from_a_phone_sends_just_the_work(
     assert request == WORK
     assert "answer" not in kinds
     _reads_norwegian(asked)
+
+
+def test_the_agents_notice_tells_of_lokalt(tmp_path: Path, relay: RecordingRelay) -> None:
+    """An agent reading a new case on a phone learns there that `#lokalt` asks the Lokalt supportpunkt."""
+    path = write_config(tmp_path, relay_port=relay.port, intake_process=False)
+    with serving(path, TUESDAY_MORNING) as server:
+        _send(
+            server,
+            mail(
+                sender=f"Ola Bakken <{OLA}>",
+                subject="Ingen nett i rom 204",
+                body="PC-en i rom 204 har ikke nett.\n",
+            ),
+        )
+        notice = _text(_to(relay, MONA)[0])
+    assert "\n  #lokalt <oppgave>" in notice and "Lokalt supportpunkt" in notice
 
 
 # --- self-service and VLANs ----------------------------------------------------------------------
