@@ -41,6 +41,10 @@ def states(conn: sqlite3.Connection, case_id: int) -> dict[str, str]:
 
 def still_missing(conn: sqlite3.Connection, case_id: int) -> list[Field]:
     present = {k for k, v in states(conn, case_id).items() if v == "present"}
+    # A case placed in an organisation (a contact's mail, a monitored device) has its name in the
+    # registry: it is never missing, even before anyone from the organisation has written.
+    if conn.execute("SELECT organization FROM cases WHERE id = ?", (case_id,)).fetchone()[0]:
+        present.add("organisation")
     return missing(case_text(conn, case_id), present)
 
 

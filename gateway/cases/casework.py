@@ -213,7 +213,10 @@ def _append(runtime: Runtime, conn: sqlite3.Connection, ctx: Context, key: str, 
             conn, case_id, "gateway", "reopened", f"{case['status']} -> open", "the customer wrote again", row
         )
     skipped = ctx.analysis is not None and bool(ctx.analysis.skipped)
-    if ctx.sender.kind != "agent" and (skipped or case_fields.states(conn, case_id)):
+    # An incident opened without asking (by monitoring, or recategorised) still gathers what the
+    # customer writes, or the agents are told it is missing right under the customer's words.
+    tracked = case["category"] == "incident" or case_fields.states(conn, case_id)
+    if ctx.sender.kind != "agent" and (skipped or tracked):
         _collect_answers(conn, ctx, case_id, row)
     sets = ", ".join(f"{k} = ?" for k in updates)
     conn.execute(f"UPDATE cases SET {sets} WHERE id = ?", (*updates.values(), case_id))

@@ -50,6 +50,8 @@ def normalise(line: str) -> str:
 NO_VALUE = ("escalate", "internal", "reply")
 # Free text: `#lokalt bytt svitsj i rom 12` carries the start of the request on its own line.
 FREE_TEXT = ("local",)
+# "#lokalt arbeid: bytt svitsj" names the command in two words; the second is not the request.
+_LOCAL_WORD = re.compile(r"^(arbeid|work)\s*(?:[:\-–]|$)", re.I)
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,8 @@ def check(name: str, value: str, registry: Registry) -> str | None:
     if name in NO_VALUE:
         return ""
     if name in FREE_TEXT:
-        return value.strip().lstrip(":-–").strip()
+        text = value.strip().lstrip(":-–").strip()
+        return _LOCAL_WORD.sub("", text, count=1).lstrip(":-–").strip()
     table = {"status": STATUS, "priority": PRIORITY, "category": CATEGORY}.get(name)
     if table is not None:
         word = value.strip().lower()
